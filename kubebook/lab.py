@@ -177,7 +177,6 @@ class Lab:
         """Environment for kubectl and etcdctl against this lab."""
         return {
             "KUBECONFIG": str(self.kubeconfig),
-            "ETCDCTL_API": "3",
             "ETCDCTL_ENDPOINTS": self.etcd_endpoint,
             "ETCDCTL_CACERT": str(self.etcd_ca),
             "ETCDCTL_CERT": str(self.etcd_cert),

@@ -61,13 +61,17 @@ def wait_for(api: client.ApiClient, resource: str, condition: Callable[[dict[str
             while (left := deadline - time.monotonic()) > 0:
                 for event in w.stream(lister, resource_version=version, timeout_seconds=max(1, int(left)),
                                       _request_timeout=left + 5, **selectors):
-                    obj = event["object"]
-                    name = obj.metadata.name
-                    version = obj.metadata.resource_version
+                    obj = event["raw_object"]  # the API's JSON, whatever the client could deserialize
+                    if event["type"] == "ERROR":
+                        if obj.get("code") == 410:
+                            raise ApiException(status=410, reason="Gone")
+                        raise ApiException(status=obj.get("code"), reason=obj.get("message"))
+                    meta = obj.get("metadata", {})
+                    name, version = meta.get("name"), meta.get("resourceVersion", version)
                     if event["type"] == "DELETED":
                         objects.pop(name, None)
-                    else:
-                        objects[name] = api.sanitize_for_serialization(obj)
+                    elif event["type"] in ("ADDED", "MODIFIED"):
+                        objects[name] = obj
                     if condition(objects):
                         return objects
                     if time.monotonic() > deadline:

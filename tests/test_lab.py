@@ -1,0 +1,172 @@
+"""The lab against its real components: nothing here is mocked."""
+from __future__ import annotations
+
+import os
+import signal
+import ssl
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+
+import pytest
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from kubebook import etcd, kubeconfig, lab as labs
+from kubebook.connect import api_client
+from kubebook.waits import wait_for
+
+pytestmark = pytest.mark.lab
+
+
+def test_course_nodes_are_ready_with_kubeadm_roles(api):
+    nodes = {n.metadata.name: n for n in client.CoreV1Api(api).list_node().items}
+    assert {"k8s-master", "k8s-slave1", "k8s-slave2"} <= set(nodes)
+    for n in nodes.values():
+        ready = [c for c in n.status.conditions if c.type == "Ready"]
+        assert ready and ready[0].status == "True", n.metadata.name
+        assert n.metadata.labels["kubernetes.io/hostname"] == n.metadata.name
+        assert n.status.allocatable["cpu"] == "2"
+        assert all(a.address.startswith("127.") for a in n.status.addresses if a.type == "InternalIP")
+    master = nodes["k8s-master"]
+    assert "node-role.kubernetes.io/control-plane" in master.metadata.labels
+    assert [(t.key, t.effect) for t in master.spec.taints] == [("node-role.kubernetes.io/control-plane",
+                                                                 "NoSchedule")]
+    # kube-controller-manager --allocate-node-cidrs gave each node a slice of 10.244.0.0/16
+    assert all(n.spec.pod_cidr and n.spec.pod_cidr.startswith("10.244.") for n in nodes.values())
+
+
+def test_every_component_listens_on_loopback_only(lab):
+    out = subprocess.run(["ss", "-Hltnp"], capture_output=True, text=True).stdout
+    pids = {p.pid for p in lab.processes.values()}
+    ours = [l for l in out.splitlines() if any(f"pid={pid}," in l for pid in pids)]
+    assert ours, "no listening socket found for the lab's processes"
+    for line in ours:
+        local = line.split()[3]
+        assert local.startswith("127.0.0.1:"), line
+
+
+def test_etcd_refuses_a_client_without_certificate(lab):
+    with etcd.Etcd(lab.etcd_endpoint, cacert=str(lab.etcd_ca), cert=None, key=None, timeout=3) as anonymous:
+        health = anonymous.endpoint_health()
+    assert not health["HEALTH"].iloc[0]
+    with etcd.Etcd(**lab.etcd_params()) as trusted:
+        assert trusted.is_healthy()
+
+
+def test_unauthenticated_request_is_refused(lab):
+    ctx = ssl.create_default_context(cafile=str(lab.pki.ca_crt))
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(f"{lab.server}/api/v1/namespaces/kube-system/secrets", context=ctx, timeout=5)
+    assert info.value.code in (401, 403)
+
+
+def test_user_without_bindings_is_forbidden(lab, tmp_path):
+    pair = lab.pki.client("nobody", ("nogroup",))
+    path = kubeconfig.write(tmp_path / "nobody.conf", kubeconfig.build(
+        server=lab.server, ca_pem=lab.pki.ca_crt.read_bytes(), cert_pem=pair.cert_pem, key_pem=pair.key_pem,
+        cluster="lab", user="nobody", context="nobody@lab"))
+    with pytest.raises(ApiException) as info:
+        client.CoreV1Api(api_client(path)).list_namespaced_pod("default")
+    assert info.value.status == 403
+    import json
+    assert 'User "nobody" cannot list resource "pods"' in json.loads(info.value.body)["message"]
+
+
+def test_deployment_pod_runs_on_a_node_chosen_by_the_scheduler(api):
+    apps, core = client.AppsV1Api(api), client.CoreV1Api(api)
+    ns = "lab-deploy"
+    core.create_namespace({"metadata": {"name": ns}})
+    try:
+        wait_for(api, "serviceaccounts", lambda s: "default" in s, namespace=ns, timeout=30,
+                 what="default ServiceAccount")
+        apps.create_namespaced_deployment(ns, {
+            "metadata": {"name": "web"},
+            "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
+                     "template": {"metadata": {"labels": {"app": "web"}},
+                                  "spec": {"containers": [{"name": "web", "image": "nginx:1.27"}]}}}})
+        pods = wait_for(api, "pods", lambda ps: len(ps) == 2 and all(
+            p.get("status", {}).get("phase") == "Running" for p in ps.values()), namespace=ns, timeout=60,
+            what="2 Running pods")
+        for pod in pods.values():
+            # the control-plane taint keeps them off k8s-master; the scheduler picks a slave
+            assert pod["spec"]["nodeName"] in ("k8s-slave1", "k8s-slave2")
+            assert pod["status"]["podIP"].startswith("10.244.")
+        events = core.list_namespaced_event(ns, field_selector="reason=Scheduled").items
+        assert any(e.source.component == "default-scheduler" or e.reporting_component == "default-scheduler"
+                   for e in events)
+    finally:
+        core.delete_namespace(ns)
+
+
+def test_certificate_signing_request_is_signed_after_approval(lab, api):
+    import base64
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from kubebook.pki import new_key, _name
+    key = new_key()
+    csr = x509.CertificateSigningRequestBuilder().subject_name(_name("csr-user", ("csr-group",))) \
+        .sign(key, hashes.SHA256())
+    certs = client.CertificatesV1Api(api)
+    name = "lab-test-csr"
+    certs.create_certificate_signing_request({
+        "metadata": {"name": name},
+        "spec": {"request": base64.b64encode(csr.public_bytes(serialization.Encoding.PEM)).decode(),
+                 "signerName": "kubernetes.io/kube-apiserver-client", "expirationSeconds": 3600,
+                 "usages": ["client auth"]}})
+    try:
+        body = certs.read_certificate_signing_request(name)
+        body.status.conditions = [client.V1CertificateSigningRequestCondition(
+            type="Approved", status="True", reason="LabTest", message="approved by test")]
+        certs.replace_certificate_signing_request_approval(name, body)
+        done = wait_for(api, "certificatesigningrequests",
+                        lambda c: bool(c.get(name, {}).get("status", {}).get("certificate")), timeout=30,
+                        what="CSR signed")
+        issued = x509.load_pem_x509_certificate(base64.b64decode(done[name]["status"]["certificate"]))
+        assert issued.issuer == x509.load_pem_x509_certificate(lab.pki.ca_crt.read_bytes()).subject
+        assert issued.subject == csr.subject
+    finally:
+        certs.delete_certificate_signing_request(name)
+
+
+def test_second_lab_runs_side_by_side_reports_a_crash_recovers_and_leaves_no_process():
+    second = labs.get(f"pytest-side-{os.getpid()}")
+    second.up(nodes=1, timeout=180, log=lambda m: None)
+    try:
+        pids = {c: p.pid for c, p in second.processes.items()}
+        assert set(pids) == set(labs.COMPONENTS)
+        os.kill(pids["kwok"], signal.SIGKILL)
+        states = {row["component"]: row["state"] for row in _status_after_death(second, pids["kwok"])}
+        assert states["kwok"] == "crashed" and states["etcd"] == "running"
+        second.up(nodes=1, timeout=120, log=lambda m: None)  # idempotent: restarts only the crashed one
+        assert second.processes["etcd"].pid == pids["etcd"]
+        assert second.processes["kwok"].pid != pids["kwok"]
+        pids = {c: p.pid for c, p in second.processes.items()}
+    finally:
+        second.down(log=lambda m: None)
+    for pid in pids.values():
+        assert labs._proc_start_time(pid) is None, f"pid {pid} still alive after down"
+    assert not second.dir.exists()
+
+
+def _status_after_death(lab, pid):
+    import time
+    for _ in range(100):  # SIGKILL is asynchronous; give the kernel a moment to mark it dead
+        if labs._proc_start_time(pid) is None:
+            break
+        time.sleep(0.02)
+    return lab.status()
+
+
+def test_cli_lab_status_and_env(lab):
+    env = {**os.environ}
+    out = subprocess.run([sys.executable, "-m", "kubebook.cli", "lab", "env", "--name", lab.name],
+                         capture_output=True, text=True, env=env)
+    assert out.returncode == 0
+    assert f"export KUBECONFIG={lab.kubeconfig}" in out.stdout
+    assert f"export ETCDCTL_ENDPOINTS={lab.etcd_endpoint}" in out.stdout
+    status = subprocess.run([sys.executable, "-m", "kubebook.cli", "lab", "status", "--name", lab.name],
+                            capture_output=True, text=True, env=env)
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert status.stdout.count("running") == len(labs.COMPONENTS)
