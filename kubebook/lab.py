@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
+from kubernetes import client as k8s  # imported here, not while the lab is starting: it takes ~1 s
+
 from . import binaries, kubeconfig as kcfg, versions
 from .errors import LabError
 from .pki import ClusterPKI
@@ -246,14 +248,16 @@ class Lab:
             self._phase("certs", log, self._ensure_certs)
             self._phase("ports", log, self._ensure_ports)
             self._phase("kubeconfigs", log, self._ensure_kubeconfigs)
-            self._start("etcd", log, deadline, self._etcd_ready)
-            self._start("kube-apiserver", log, deadline, self._apiserver_ready)
-            for c in ("kube-controller-manager", "kube-scheduler", "kwok"):
-                self._start(c, log, deadline, None)
+            # Start everything at once: each component retries its upstream (apiserver -> etcd,
+            # the rest -> apiserver) until it answers, so their start-ups overlap.
+            for c in COMPONENTS:
+                self._start(c, log)
+            self._wait("etcd", self._etcd_ready, deadline)
+            self._wait("kube-apiserver", self._apiserver_ready, deadline)
+            self._phase("nodes", log, self._ensure_nodes)
             for c, probe in (("kube-controller-manager", self._component_healthy),
                              ("kube-scheduler", self._component_healthy), ("kwok", self._kwok_healthy)):
                 self._wait(c, lambda c=c, probe=probe: probe(c), deadline)
-            self._phase("nodes", log, self._ensure_nodes)
             self._phase("wait-ready", log, lambda: self._wait_ready(deadline))
             self._save()
         return self
@@ -340,7 +344,9 @@ class Lab:
                   f"--secure-port={p.get(component, 0)}", f"--client-ca-file={pki}/ca.crt",
                   f"--requestheader-client-ca-file={pki}/front-proxy-ca.crt",
                   # one instance per lab: skipping the election avoids waiting out a stale lease on restart
-                  "--leader-elect=false"]
+                  "--leader-elect=false",
+                  # the default 20 QPS throttles start-up (a token per controller) and the 5,000-Pod labs
+                  "--kube-api-qps=100", "--kube-api-burst=200"]
         if component == "kube-controller-manager":
             conf = d / "controller-manager.conf"
             return [self.bin(component), *[c.format(conf=conf) for c in common],
@@ -351,7 +357,7 @@ class Lab:
                     f"--service-account-private-key-file={pki}/sa.key", "--use-service-account-credentials=true"]
         if component == "kube-scheduler":
             conf = d / "scheduler.conf"
-            return [self.bin(component), *[c.format(conf=conf) for c in common[:5]], "--leader-elect=false"]
+            return [self.bin(component), *[c.format(conf=conf) for c in common[:5]], *common[-3:]]
         if component == "kwok":
             return [self.bin("kwok"), f"--kubeconfig={d / 'kwok.conf'}",
                     f"--manage-nodes-with-annotation-selector={KWOK_ANNOTATION}=fake",
@@ -361,7 +367,7 @@ class Lab:
                     "--node-lease-duration-seconds=40"]
         raise LabError(f"unknown component {component}")
 
-    def _start(self, component: str, log, deadline: float, ready: Callable[[], bool] | None) -> None:
+    def _start(self, component: str, log) -> None:
         state = self.component_state(component)
         if state == "running":
             log(f"[lab {self.name}] {component}: already running (pid {self.processes[component].pid})")
@@ -372,8 +378,6 @@ class Lab:
             self.start_component(component)
             log(f"[lab {self.name}] {component}: started pid {self.processes[component].pid}, "
                 f"log {self.log_file(component)}")
-        if ready:
-            self._wait(component, ready, deadline)
 
     def start_component(self, component: str) -> Process:
         """Start one component now (no wait). Used by `up` and by restore runbooks."""
@@ -499,9 +503,8 @@ class Lab:
         }
 
     def _ensure_nodes(self) -> None:
-        from kubernetes import client
         from kubernetes.client.exceptions import ApiException
-        core = client.CoreV1Api(self.api_client())
+        core = k8s.CoreV1Api(self.api_client())
         existing = {n.metadata.name for n in core.list_node().items}
         for name in self.nodes:
             if name in existing:
