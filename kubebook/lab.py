@@ -520,7 +520,7 @@ class Lab:
         api = self.api_client()
         remaining = max(1.0, deadline - time.monotonic())
         wait_for(api, "nodes", lambda nodes: all(_node_ready(nodes.get(n)) for n in self.nodes),
-                 timeout=remaining, what=f"nodes {', '.join(self.nodes)} Ready")
+                 timeout=remaining, what=f"nodes {', '.join(self.nodes)} Ready with a podCIDR")
         # Pods cannot be created before the ServiceAccount controller made `default/default`.
         wait_for(api, "serviceaccounts", lambda sas: "default" in sas, namespace="default",
                  timeout=max(1.0, deadline - time.monotonic()), what="ServiceAccount default/default")
@@ -563,7 +563,8 @@ def _node_order(name: str) -> tuple[int, int]:
 
 
 def _node_ready(node) -> bool:
-    if node is None:
+    """Ready, and given its podCIDR by kube-controller-manager (kwok takes Pod IPs from it)."""
+    if node is None or not (node.get("spec") or {}).get("podCIDR"):
         return False
     for cond in (node.get("status") or {}).get("conditions") or []:
         if cond.get("type") == "Ready":
