@@ -1,0 +1,297 @@
+"""Can SUBJECT VERB RESOURCE? Asked of the apiserver itself with SubjectAccessReview.
+
+Nothing here re-implements RBAC: every answer is the authorizer chain's own (Node, RBAC, and
+the built-in ``system:masters`` group), with the reason it gives, which names the binding.
+
+    matrix(api, ["User:luffy-admin", "ServiceAccount:luffy:luffy-pods-admin"],
+           ["pods", "deployments.apps", "secrets"], ["get", "list", "create"], namespace="luffy")
+"""
+from __future__ import annotations
+
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import pandas as pd
+from kubernetes import client
+
+from ..safety import mask_text
+from .subjects import MASTERS, Subject, parse_all
+
+DEFAULT_VERBS = ("get", "list", "watch", "create", "update", "patch", "delete", "deletecollection")
+SAR_PATH = "/apis/authorization.k8s.io/v1/subjectaccessreviews"
+
+
+@dataclass(frozen=True)
+class Resource:
+    """``pods``, ``deployments.apps``, ``pods/log``, ``nodes/status`` or ``*`` (``*.*``: every group)."""
+
+    resource: str
+    group: str = ""
+    subresource: str = ""
+
+    @classmethod
+    def parse(cls, text: "str | Resource") -> "Resource":
+        if isinstance(text, Resource):
+            return text
+        base, _, subresource = text.strip().partition("/")
+        resource, _, group = base.partition(".")
+        return cls(resource, group, subresource)
+
+    def __str__(self) -> str:
+        return self.resource + (f".{self.group}" if self.group else "") + \
+            (f"/{self.subresource}" if self.subresource else "")
+
+    def attributes(self, verb: str, namespace: str = "", name: str = "", field_selector: str = "") -> dict:
+        attrs = {"verb": verb, "resource": self.resource, "group": self.group}
+        if field_selector:  # authorizers that look at selectors (the Node authorizer) see it
+            attrs["fieldSelector"] = {"rawSelector": field_selector}
+        if self.subresource:
+            attrs["subresource"] = self.subresource
+        if namespace:
+            attrs["namespace"] = namespace
+        if name:
+            attrs["name"] = name
+        return attrs
+
+
+def names(texts) -> list[str]:
+    """A list, or a comma-separated string, as a list of names."""
+    if isinstance(texts, str):
+        texts = texts.split(",")
+    return [str(t).strip() for t in texts if str(t).strip()]
+
+
+def _resources(texts) -> list[Resource]:
+    return [Resource.parse(t) for t in (names(texts) if isinstance(texts, str) else texts)]
+
+
+def review_body(subject: Subject, verb: str, resource: Resource, *, namespace: str = "", name: str = "",
+                field_selector: str = "", authenticated: bool = True) -> dict:
+    spec = {"resourceAttributes": resource.attributes(verb, namespace, name, field_selector),
+            "groups": subject.groups(authenticated=authenticated)}
+    if subject.username:
+        spec["user"] = subject.username
+    return {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview", "spec": spec}
+
+
+def explain(status: dict, subject: Subject, groups: list[str]) -> str:
+    """The authorizer's reason, or which built-in rule decided when it gave none."""
+    reason = status.get("reason") or ""
+    if reason:
+        return reason
+    if status.get("allowed") and MASTERS in groups:
+        return f"{MASTERS}: every permission, built into the apiserver (no binding needed)"
+    if status.get("allowed") and subject.username.startswith("system:node:"):
+        return "Node authorizer"
+    return "no RBAC rule allows it" if not status.get("allowed") else ""
+
+
+def request(api: client.ApiClient, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
+    """One raw API request with ``api``'s credentials: (HTTP status, JSON body). Errors are returned, not raised.
+
+    The JSON is read as is, without building typed models: that keeps the client's share of a
+    SubjectAccessReview small, which matters when thousands are asked.
+    """
+    headers = {"Accept": "application/json", **({"Content-Type": "application/json"} if body is not None else {})}
+    method, url, headers, body, _ = api.param_serialize(method, path, header_params=headers, body=body,
+                                                        auth_settings=["BearerToken"])
+    response = api.call_api(method, url, header_params=headers, body=body)
+    data = response.read()
+    try:
+        return response.status, json.loads(data) if data else {}
+    except ValueError:
+        return response.status, {"message": data[:200].decode(errors="replace")}
+
+
+def _post(api: client.ApiClient, body: dict) -> dict:
+    """POST one SubjectAccessReview and return its status."""
+    code, answer = request(api, "POST", SAR_PATH, body)
+    if code != 201 and code != 200:
+        raise client.ApiException(status=code, reason=answer.get("message", ""))
+    return answer.get("status", {})
+
+
+def can(api: client.ApiClient, subject: "str | Subject", verb: str, resource: "str | Resource", *,
+        namespace: str = "", name: str = "", field_selector: str = "", authenticated: bool = True) -> dict:
+    """One check, as a row: subject, verb, resource, namespace, allowed, reason."""
+    subject, resource = Subject.parse(subject), Resource.parse(resource)
+    body = review_body(subject, verb, resource, namespace=namespace, name=name, field_selector=field_selector,
+                       authenticated=authenticated)
+    status = _post(api, body)
+    return {"subject": str(subject), "verb": verb, "resource": str(resource), "namespace": namespace or "*",
+            "name": name, "allowed": bool(status.get("allowed")), "denied": bool(status.get("denied")),
+            "reason": mask_text(explain(status, subject, body["spec"]["groups"]))}
+
+
+def checks(api: client.ApiClient, subjects, resources, verbs=DEFAULT_VERBS, *, namespace: str = "",
+           workers: int = 8, authenticated: bool = True) -> pd.DataFrame:
+    """Every subject × resource × verb as one row each (long form), ``workers`` reviews at a time.
+
+    ``namespace`` "" asks cluster-wide (all namespaces); ``workers=1`` asks one by one.
+    """
+    grid = [(s, v, r) for s in parse_all(subjects) for r in _resources(resources) for v in names(verbs)]
+    ask = lambda cell: can(api, cell[0], cell[1], cell[2], namespace=namespace, authenticated=authenticated)
+    if workers <= 1:
+        rows = [ask(cell) for cell in grid]
+    else:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            rows = list(pool.map(ask, grid))
+    return pd.DataFrame(rows, columns=["subject", "verb", "resource", "namespace", "name", "allowed", "denied",
+                                       "reason"])
+
+
+def matrix(api: client.ApiClient, subjects, resources, verbs=DEFAULT_VERBS, *, namespace: str = "",
+           workers: int = 8) -> pd.DataFrame:
+    """The access matrix: one row per subject and resource, one column per verb, ✓ or ·."""
+    return pivot(checks(api, subjects, resources, verbs, namespace=namespace, workers=workers))
+
+
+def pivot(long: pd.DataFrame) -> pd.DataFrame:
+    """Long-form checks as a matrix (subject, resource) × verb, keeping the order they were asked in."""
+    if long.empty:
+        return pd.DataFrame()
+    table = long.assign(cell=long["allowed"].map({True: "✓", False: "·"})).pivot_table(
+        index=["subject", "resource"], columns="verb", values="cell", aggfunc="first", sort=False)
+    table = table[list(dict.fromkeys(long["verb"]))]
+    table.columns.name = None
+    return table
+
+
+def timed(fn, *args, **kwargs) -> tuple[object, float]:
+    """``fn(*args, **kwargs)`` and how many seconds it took (for the benchmark and the runbooks)."""
+    started = time.perf_counter()
+    result = fn(*args, **kwargs)
+    return result, time.perf_counter() - started
+
+
+def probe(api: client.ApiClient, paths) -> pd.DataFrame:
+    """GET each API path with ``api``'s own credentials, as the course does with curl: status and message.
+
+    The message is the apiserver's (for a 403, who was refused what); nothing of the credential.
+    """
+    rows = []
+    for path in ([paths] if isinstance(paths, str) else paths):
+        code, body = request(api, "GET", path)
+        ok = 200 <= code < 300
+        message = (f"{body.get('kind', '')}: {len(body.get('items') or [])} items" if "items" in body
+                   else body.get("kind", "")) if ok else body.get("message", "")
+        rows.append({"GET": path, "status": code, "allowed": ok, "message": mask_text(str(message))})
+    return pd.DataFrame(rows, columns=["GET", "status", "allowed", "message"])
+
+
+def whoami(api: client.ApiClient) -> pd.DataFrame:
+    """Who the apiserver takes ``api``'s credential to be (SelfSubjectReview, `kubectl auth whoami`)."""
+    code, body = request(api, "POST", "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+                         {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"})
+    info = (body.get("status") or {}).get("userInfo") or {}
+    return pd.DataFrame([{"status": code, "user": info.get("username", ""),
+                          "groups": ", ".join(info.get("groups") or []),
+                          "message": "" if code == 201 else mask_text(str(body.get("message", "")))}])
+
+
+def wait_allowed(api: client.ApiClient, subject: "str | Subject", verb: str, resource: "str | Resource", *,
+                 namespace: str = "", allowed: bool = True, timeout: float = 30.0) -> dict:
+    """Ask until the answer is ``allowed`` (a new binding reaches the authorizer's cache in moments).
+
+    There is no watch on authorization decisions, so this asks again with a growing pause;
+    it raises after ``timeout`` seconds with the last reason.
+    """
+    from ..waits import WaitTimeout
+    deadline, pause = time.monotonic() + timeout, 0.02
+    while True:
+        row = can(api, subject, verb, resource, namespace=namespace)
+        if row["allowed"] == allowed:
+            return row
+        if time.monotonic() > deadline:
+            raise WaitTimeout(f"{subject} still {'not ' if allowed else ''}allowed to {verb} {resource} "
+                              f"after {timeout:.0f}s: {row['reason']}")
+        time.sleep(pause)  # no watch exists for authorizer decisions
+        pause = min(pause * 2, 0.5)
+
+
+def across(api: client.ApiClient, subjects, resources, verbs, *, namespaces, workers: int = 8) -> pd.DataFrame:
+    """The matrix for several namespaces side by side: columns (namespace, verb)."""
+    long = pd.concat([checks(api, subjects, resources, verbs, namespace=ns, workers=workers)
+                      for ns in names(namespaces)], ignore_index=True)
+    table = long.assign(cell=long["allowed"].map({True: "✓", False: "·"})).pivot_table(
+        index=["subject", "resource"], columns=["namespace", "verb"], values="cell", aggfunc="first", sort=False)
+    return table
+
+
+def _impersonation(subject: Subject) -> dict:
+    """Headers that make a request as ``subject`` (what `kubectl --as/--as-group` sends)."""
+    if subject.kind == "Group":
+        return {"Impersonate-User": "kubebook:impersonated-member", "Impersonate-Group": subject.name}
+    if len(subject.member_of) > 1:
+        raise ValueError(f"{subject}: impersonating more than one extra group is not supported")
+    headers = {"Impersonate-User": subject.username}
+    if subject.member_of:
+        headers["Impersonate-Group"] = subject.member_of[0]
+    return headers
+
+
+def as_subject(api: client.ApiClient, subject: "str | Subject", method: str, path: str,
+               body: dict | None = None) -> tuple[int, dict]:
+    """A request made as ``subject`` through impersonation (the caller needs the ``impersonate`` verb)."""
+    subject = Subject.parse(subject)
+    headers = {"Accept": "application/json", **_impersonation(subject),
+               **({"Content-Type": "application/json"} if body is not None else {})}
+    method, url, headers, body, _ = api.param_serialize(method, path, header_params=headers, body=body,
+                                                        auth_settings=["BearerToken"])
+    response = api.call_api(method, url, header_params=headers, body=body)
+    data = response.read()
+    return response.status, (json.loads(data) if data else {})
+
+
+def _list_path(resource: Resource, namespace: str) -> str:
+    base = f"/apis/{resource.group}/v1" if resource.group else "/api/v1"
+    return f"{base}/namespaces/{namespace}/{resource.resource}" if namespace else f"{base}/{resource.resource}"
+
+
+def verify(api: client.ApiClient, long: pd.DataFrame, *, sample: int = 0) -> pd.DataFrame:
+    """Re-ask cells of a matrix another way, as the subject itself, through impersonation.
+
+    Each cell is asked with a SelfSubjectAccessReview made *as* the subject (what
+    `kubectl auth can-i VERB RESOURCE --as SUBJECT` does); ``list`` cells also make the real
+    request (a 403 or not). ``sample`` > 0 takes that many allowed and that many denied cells;
+    0 checks every cell. ``agrees`` must be true on every row.
+    """
+    rows = long if not sample else pd.concat([long[long["allowed"]].head(sample), long[~long["allowed"]].head(sample)])
+    out = []
+    for _, cell in rows.iterrows():
+        subject, resource = Subject.parse(cell["subject"]), Resource.parse(cell["resource"])
+        namespace = "" if cell["namespace"] == "*" else cell["namespace"]
+        code, answer = as_subject(api, subject, "POST", "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
+                                  {"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
+                                   "spec": {"resourceAttributes": resource.attributes(cell["verb"], namespace)}})
+        can_i = bool((answer.get("status") or {}).get("allowed"))
+        real = ""
+        if cell["verb"] == "list" and not resource.subresource and resource.resource != "*":
+            status, _ = as_subject(api, subject, "GET", _list_path(resource, namespace))
+            real = status if status != 404 else ""  # 404: a cluster-scoped resource asked in a namespace
+        agrees = can_i == cell["allowed"] and (real == "" or (real != 403) == cell["allowed"])
+        out.append({"subject": cell["subject"], "verb": cell["verb"], "resource": cell["resource"],
+                    "namespace": cell["namespace"], "matrix": cell["allowed"], "can-i --as": can_i,
+                    "real request": real, "agrees": agrees})
+    return pd.DataFrame(out, columns=["subject", "verb", "resource", "namespace", "matrix", "can-i --as",
+                                      "real request", "agrees"])
+
+
+def kubectl(kubeconfig: str, *args: str, context: str = "") -> pd.DataFrame:
+    """Run the kubectl binary with ``kubeconfig`` (the lab's build, else the one on PATH): exit code and
+    the first line of its answer, e.g. ``Error from server (Forbidden): ...``."""
+    import subprocess
+    from pathlib import Path
+    from .. import binaries
+    exe = binaries.find("kubectl")
+    command = [str(exe or "kubectl"), f"--kubeconfig={kubeconfig}", *([f"--context={context}"] if context else []),
+               *args]
+    shown = "kubectl " + " ".join(args)
+    if not Path(kubeconfig).expanduser().is_file():
+        return pd.DataFrame([{"command": shown, "exit code": None, "answer": f"no kubeconfig at {kubeconfig} yet"}])
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    lines = [l for l in (done.stdout + done.stderr).splitlines() if l.strip()]
+    return pd.DataFrame([{"command": shown, "exit code": done.returncode,
+                          "answer": mask_text(lines[0] if lines else "")[:300]}])

@@ -1,0 +1,1 @@
+"""ipywidgets views for live labs (trainers in JupyterLab). Headless runs use the tables instead."""
