@@ -26,6 +26,7 @@ _LISTERS = {
                                "list_namespaced_persistent_volume_claim"),
     "deployments": (client.AppsV1Api, "list_deployment_for_all_namespaces", "list_namespaced_deployment"),
     "certificatesigningrequests": (client.CertificatesV1Api, "list_certificate_signing_request", None),
+    "daemonsets": (client.AppsV1Api, "list_daemon_set_for_all_namespaces", "list_namespaced_daemon_set"),
     "replicasets": (client.AppsV1Api, "list_replica_set_for_all_namespaces", "list_namespaced_replica_set"),
     "poddisruptionbudgets": (client.PolicyV1Api, "list_pod_disruption_budget_for_all_namespaces",
                              "list_namespaced_pod_disruption_budget"),
