@@ -188,3 +188,27 @@ def cluster_cas(path: str | Path) -> pd.DataFrame:
                      "source": source, "not after": cert.not_valid_after_utc.strftime("%Y-%m-%d"),
                      "days left": round((cert.not_valid_after_utc - _now()).total_seconds() / 86400)})
     return pd.DataFrame(rows, columns=["cluster", "server", "CA", "source", "not after", "days left"]).fillna("")
+
+
+def kubeconfig_path(kubeconfig: str | Path = "") -> Path:
+    """The kubeconfig a runbook uses: the given path, else $KUBECONFIG's first file, else ~/.kube/config."""
+    import os
+    if kubeconfig:
+        return Path(kubeconfig).expanduser()
+    env = os.environ.get("KUBECONFIG", "")
+    return Path(env.split(os.pathsep)[0]).expanduser() if env else Path.home() / ".kube" / "config"
+
+
+def cluster_of(kubeconfig: str | Path = "", context: str = "") -> dict:
+    """The cluster a context points at: its name, server and CA certificate (PEM), for new kubeconfigs."""
+    path = kubeconfig_path(kubeconfig)
+    config = kcfg.load(path)
+    name = context or config.get("current-context", "")
+    ctx = next((c.get("context") or {} for c in config.get("contexts") or [] if c["name"] == name), None)
+    if ctx is None:
+        raise KubebookError(f"{path}: no context {name!r}")
+    cluster = _by_name(config, "clusters", "cluster").get(ctx.get("cluster"), {})
+    ca_pem, _ = _data_or_file(cluster, "certificate-authority", path.parent)
+    if ca_pem is None:
+        raise KubebookError(f"{path}: cluster {ctx.get('cluster')!r} has no certificate-authority to embed")
+    return {"name": ctx.get("cluster", ""), "server": cluster.get("server", ""), "ca_pem": ca_pem}

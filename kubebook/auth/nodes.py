@@ -89,6 +89,21 @@ def node_checks(api: client.ApiClient, node: str, *, other_node: str, namespace:
                                        "allowed", "decided by", "reason", "admission"])
 
 
+def certificate_and_ca(*, cert: str = str(KUBELET_CLIENT), ca: str = "/etc/kubernetes/pki/ca.crt", lab: str = "",
+                       node: str = "") -> tuple[x509.Certificate, x509.Certificate | None]:
+    """The node certificate to explain and the CA to check it with.
+
+    On a kubeadm node: the kubelet's own file and the cluster CA. On a kubebook ``lab`` (whose
+    kubelets are simulated and have no certificate): one issued for ``node`` by the lab's CA.
+    """
+    if lab:
+        from ..lab import get
+        found = get(lab)
+        return lab_node_certificate(found, node), x509.load_pem_x509_certificate(found.pki.ca_crt.read_bytes())
+    ca_cert = x509.load_pem_x509_certificate(Path(ca).read_bytes()) if ca and Path(ca).is_file() else None
+    return read_certificate(cert), ca_cert
+
+
 def lab_node_certificate(lab, node: str) -> x509.Certificate:
     """On the kubebook lab, whose kubelets are simulated, a node certificate as kubeadm's kubelet would
     hold (signed by the lab's CA, kept in memory: its key is discarded)."""

@@ -56,6 +56,31 @@ def cluster_role_binding(name: str, *, cluster_role: str, subjects) -> dict:
             "roleRef": {"apiGroup": RBAC_GROUP, "kind": "ClusterRole", "name": cluster_role}}
 
 
+def namespace_admin(subject, *, namespace: str, name: str) -> list[dict]:
+    """The course's ``luffy-admin``: a Role with every verb on every resource of ``namespace``, and its
+    RoleBinding to ``subject``. Nothing outside the namespace is granted."""
+    return [role(name, namespace=namespace, rules=[rule(["*"], ["*"], groups=("*",))]),
+            role_binding(name, namespace=namespace, role=name, subjects=[subject])]
+
+
+def course_examples(*, namespace: str, user: str, group: str) -> list[dict]:
+    """The course's four RBAC kinds, with its names:
+
+    - Role ``pod-reader`` (get/watch/list pods in ``namespace``), bound to ``user`` by RoleBinding ``read-pods``;
+    - ClusterRole ``secret-reader`` (get/watch/list secrets), bound to ``user`` by RoleBinding
+      ``read-secrets`` in ``namespace``: a ClusterRole bound by a RoleBinding grants in that namespace only;
+    - ClusterRoleBinding ``read-secrets-global``: the same ClusterRole for ``group`` in every namespace.
+    """
+    read = ["get", "watch", "list"]
+    who, members = f"User:{user}", f"Group:{group}"
+    return [role("pod-reader", namespace=namespace, rules=[rule(read, ["pods"])]),
+            cluster_role("secret-reader", rules=[rule(read, ["secrets"])]),
+            role_binding("read-pods", namespace=namespace, role="pod-reader", subjects=[who]),
+            role_binding("read-secrets", namespace=namespace, role="secret-reader", role_kind="ClusterRole",
+                         subjects=[who]),
+            cluster_role_binding("read-secrets-global", cluster_role="secret-reader", subjects=[members])]
+
+
 # ---- applying --------------------------------------------------------------------------------
 _METHODS = {  # kind -> (create, read, replace, delete), namespaced or not
     "Role": ("create_namespaced_role", "read_namespaced_role", "replace_namespaced_role", "delete_namespaced_role"),

@@ -23,6 +23,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pandas as pd
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from kubernetes import client
@@ -33,7 +34,7 @@ from ..errors import KubebookError
 from ..plan import Plan
 from ..safety import write_private
 from ..waits import wait_for
-from .certificates import identity, verify
+from .certificates import certificates, identity, verify
 
 CLIENT_SIGNER = "kubernetes.io/kube-apiserver-client"
 KUBEADM_CA = Path("/etc/kubernetes/pki")
@@ -227,12 +228,32 @@ class NewUser:
                                                 namespace=namespace),
                   command=f"kubectl config set-credentials {self.name} --embed-certs=true ...")
 
-    def files(self) -> "pd.DataFrame":
+    def certificate(self) -> pd.DataFrame:
+        """The issued certificate as the apiserver will read it (empty before it exists, e.g. in a dry run)."""
+        if not self.kubeconfig.is_file():
+            return pd.DataFrame()
+        return certificates(self.kubeconfig, ca=self.ca_crt if Path(self.ca_crt).is_file() else "", warn_days=0)
+
+    def files(self) -> pd.DataFrame:
         """The user's files with their modes: the key and the kubeconfig must be 0600."""
-        import pandas as pd
         rows = [{"file": str(p), "exists": p.is_file(), "mode": oct(p.stat().st_mode & 0o777) if p.is_file() else ""}
                 for p in (self.key_file, self.csr_file, self.cert_file, self.kubeconfig)]
         return pd.DataFrame(rows, columns=["file", "exists", "mode"])
+
+
+def locations(*, user: str, lab: str = "", directory: str = "", ca_crt: str = "", ca_key: str = "") -> dict:
+    """Where the user's files go and which CA files sign (for ``signer="ca-key"``).
+
+    Defaults: ``~/.kube/users/<user>`` and kubeadm's ``/etc/kubernetes/pki/ca.{crt,key}``; with
+    ``lab`` (a kubebook lab's name) the lab's own ``users/<user>`` directory and CA files.
+    """
+    if lab:
+        from ..lab import get
+        found = get(lab)
+        return {"directory": Path(directory) if directory else found.dir / "users" / user,
+                "ca_crt": ca_crt or found.pki.root / "ca.crt", "ca_key": ca_key or found.pki.root / "ca.key"}
+    return {"directory": Path(directory).expanduser() if directory else Path("~/.kube/users").expanduser() / user,
+            "ca_crt": ca_crt or KUBEADM_CA / "ca.crt", "ca_key": ca_key or KUBEADM_CA / "ca.key"}
 
 
 def _failed_or_denied(csr) -> bool:
