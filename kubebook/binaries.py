@@ -11,6 +11,7 @@ install), the cache, ``$PATH``. Only groups with a binary found nowhere are buil
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -190,6 +191,41 @@ GROUPS = (
 ALL_BINARIES = tuple(b for g in GROUPS for b in g.binaries)
 
 
+DECODER_SOURCE = Path(__file__).resolve().parent / "etcd" / "decoder"
+
+
+def decoder_path() -> Path:
+    """Where kubebook's own decoder (built from kubebook/etcd/decoder) is cached, keyed by its source."""
+    digest = hashlib.sha256()
+    for name in ("go.mod", "go.sum", "main.go"):
+        digest.update((DECODER_SOURCE / name).read_bytes())
+    return cache_root() / "bin" / f"kubebook-decode-{digest.hexdigest()[:12]}" / "kubebook-decode"
+
+
+def ensure_decoder(*, log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)) -> Path:
+    """The decoder binary, built on first use (about a minute when the Kubernetes build is cached)."""
+    env_dir = os.environ.get("KUBEBOOK_BIN_DIR")
+    if env_dir and (Path(env_dir) / "kubebook-decode").is_file():
+        return Path(env_dir) / "kubebook-decode"
+    target = decoder_path()
+    if target.is_file():
+        return target
+    if shutil.which("go") is None:
+        raise BuildError("the Go toolchain is needed to build kubebook-decode (or set KUBEBOOK_BIN_DIR)")
+    log(f"[build] kubebook-decode: building into {target.parent}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(".kubebook-decode.partial")
+    logs = cache_root() / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    env = _go_env(DECODER_SOURCE)
+    env["GOFLAGS"] = "-mod=readonly"  # go.sum is committed: the build must not change it
+    with open(logs / "build-decoder.log", "w") as build_log:
+        _go_build(DECODER_SOURCE, target.parent, env, build_log, "kubebook-decode", ["."], "-s -w",
+                  names={".": partial.name})
+    os.replace(partial, target)
+    return target
+
+
 def find(name: str) -> Path | None:
     """Where binary ``name`` would be taken from, or None."""
     env_dir = os.environ.get("KUBEBOOK_BIN_DIR")
@@ -232,6 +268,7 @@ def ensure(*, log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)) 
             os.replace(staging / b, dest / b)
         shutil.rmtree(staging, ignore_errors=True)
         log(f"[build] {group.name}: done in {time.monotonic() - started:.0f}s")
+    ensure_decoder(log=log)
     located = locate_all()
     missing = [b for b, p in located.items() if p is None]
     if missing:

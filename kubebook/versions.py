@@ -10,8 +10,8 @@ KUBERNETES_STAGING = "v0." + KUBERNETES.removeprefix("v1.")
 ETCD = "v3.6.16"
 KWOK = "v0.7.0"
 
-# The Go toolchain that builds them; 1.35 needs go >= 1.24, kwok v0.7.0 >= 1.24.
-GO_MIN = (1, 24)
+# The Go toolchain that builds them: etcd v3.6.16 needs go >= 1.26 (Kubernetes 1.35: 1.25).
+GO_MIN = (1, 26)
 
 
 def bundle_name() -> str:

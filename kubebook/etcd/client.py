@@ -20,8 +20,8 @@ import pandas as pd
 import pyetcd
 from google.protobuf.unknown_fields import UnknownFieldSet
 
-from .errors import KubebookError
-from .safety import masked
+from ..errors import KubebookError
+from ..safety import masked
 
 KUBEADM_PKI = Path("/etc/kubernetes/pki")
 DEFAULT_ENDPOINT = "https://127.0.0.1:2379"
@@ -254,7 +254,7 @@ def connect(*, endpoints: str = DEFAULT_ENDPOINT, cacert: str = DEFAULT_CACERT, 
             key: str = DEFAULT_KEY, lab: str = "") -> Etcd:
     """An :class:`Etcd` from runbook parameters; ``lab`` (a lab name) replaces the rest with that lab's."""
     if lab:
-        from . import lab as labs
+        from .. import lab as labs
         the_lab = labs.get(lab)
         if not the_lab.ports:
             raise EtcdError(f"lab {lab!r} has never been started: kubebook lab up --name {lab}")
