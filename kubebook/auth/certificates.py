@@ -169,7 +169,7 @@ def certificates(path: str | Path, *, ca: str | Path = "", warn_days: int = WARN
         rows.append({**row, **describe(x509.load_pem_x509_certificate(pem), ca=ca_cert, warn_days=warn_days)})
     columns = ["user entry", "user (CN)", "groups (O)", "issuer", "not before", "not after", "days left",
                "verify against CA", "status", "key", "serial", "certificate", "checked against"]
-    return pd.DataFrame(rows, columns=columns).fillna("")
+    return pd.DataFrame(rows, columns=columns).astype(object).fillna("")
 
 
 def cluster_cas(path: str | Path) -> pd.DataFrame:
@@ -187,7 +187,7 @@ def cluster_cas(path: str | Path) -> pd.DataFrame:
         rows.append({"cluster": name, "server": cluster.get("server", ""), "CA": cert.subject.rfc4514_string(),
                      "source": source, "not after": cert.not_valid_after_utc.strftime("%Y-%m-%d"),
                      "days left": round((cert.not_valid_after_utc - _now()).total_seconds() / 86400)})
-    return pd.DataFrame(rows, columns=["cluster", "server", "CA", "source", "not after", "days left"]).fillna("")
+    return pd.DataFrame(rows, columns=["cluster", "server", "CA", "source", "not after", "days left"]).astype(object).fillna("")
 
 
 def kubeconfig_path(kubeconfig: str | Path = "") -> Path:

@@ -196,28 +196,38 @@ BINDING_COLUMNS = ["binding", "namespace", "role", "subject", "scope"]
 def bindings(api: client.ApiClient) -> pd.DataFrame:
     """Every (binding, subject) pair in the cluster: binding kind/name, namespace, role, subject, scope."""
     rbac = client.RbacAuthorizationV1Api(api)
+    items = [{"kind": "ClusterRoleBinding", **api.sanitize_for_serialization(b)}
+             for b in rbac.list_cluster_role_binding().items]
+    items += [{"kind": "RoleBinding", **api.sanitize_for_serialization(b)}
+              for b in rbac.list_role_binding_for_all_namespaces().items]
+    return binding_rows(items)
+
+
+def binding_rows(items: list[dict]) -> pd.DataFrame:
+    """Bindings (as the API returns them, with ``kind``) flattened to one row per subject."""
     rows = []
-    for kind, items in (("ClusterRoleBinding", rbac.list_cluster_role_binding().items),
-                        ("RoleBinding", rbac.list_role_binding_for_all_namespaces().items)):
-        for b in items:
-            b = api.sanitize_for_serialization(b)
-            namespace = b["metadata"].get("namespace", "")
-            for s in b.get("subjects") or []:
-                rows.append({"binding": f"{kind}/{b['metadata']['name']}", "namespace": namespace,
-                             "role": f"{b['roleRef']['kind']}/{b['roleRef']['name']}",
-                             "subject": str(Subject.from_rbac(s, binding_namespace=namespace)),
-                             "scope": f"namespace {namespace}" if namespace else "cluster"})
+    for b in items:
+        namespace = b["metadata"].get("namespace", "")
+        for s in b.get("subjects") or []:
+            rows.append({"binding": f"{b['kind']}/{b['metadata']['name']}", "namespace": namespace,
+                         "role": f"{b['roleRef']['kind']}/{b['roleRef']['name']}",
+                         "subject": str(Subject.from_rbac(s, binding_namespace=namespace)),
+                         "scope": f"namespace {namespace}" if namespace else "cluster"})
     return pd.DataFrame(rows, columns=BINDING_COLUMNS)
+
+
+def role_rules(items: list[dict]) -> dict[str, list[dict]]:
+    """Rules of Roles and ClusterRoles (as the API returns them, with ``kind``), keyed as :func:`roles` does."""
+    return {(f"ClusterRole/{r['metadata']['name']}" if r["kind"] == "ClusterRole"
+             else f"Role/{r['metadata']['namespace']}/{r['metadata']['name']}"): r.get("rules") or [] for r in items}
 
 
 def roles(api: client.ApiClient) -> dict[str, list[dict]]:
     """Rules of every ClusterRole and Role, keyed ``ClusterRole/NAME`` or ``Role/NS/NAME``."""
     rbac = client.RbacAuthorizationV1Api(api)
-    out = {f"ClusterRole/{r.metadata.name}": api.sanitize_for_serialization(r).get("rules") or []
-           for r in rbac.list_cluster_role().items}
-    for r in rbac.list_role_for_all_namespaces().items:
-        out[f"Role/{r.metadata.namespace}/{r.metadata.name}"] = api.sanitize_for_serialization(r).get("rules") or []
-    return out
+    items = [{"kind": "ClusterRole", **api.sanitize_for_serialization(r)} for r in rbac.list_cluster_role().items]
+    items += [{"kind": "Role", **api.sanitize_for_serialization(r)} for r in rbac.list_role_for_all_namespaces().items]
+    return role_rules(items)
 
 
 def _role_key(row) -> str:
@@ -277,6 +287,17 @@ def grants_everything(rules: list[dict]) -> bool:
                and "*" in (r.get("verbs") or []) for r in rules)
 
 
+def admins_from(table: pd.DataFrame, all_roles: dict[str, list[dict]]) -> pd.DataFrame:
+    """``system:masters``, then every binding row whose role has the ``*``/``*``/``*`` rule."""
+    rows = [{"subject": f"Group:{MASTERS}", "binding": "(none: built into the apiserver)", "role": "-",
+             "scope": "cluster"}]
+    for _, row in table.iterrows():
+        if grants_everything(all_roles.get(_role_key(row), [])):
+            rows.append({"subject": row["subject"], "binding": row["binding"], "role": row["role"],
+                         "scope": row["scope"]})
+    return pd.DataFrame(rows, columns=["subject", "binding", "role", "scope"])
+
+
 def cluster_admins(api: client.ApiClient, *, confirm_with_review: bool = True) -> pd.DataFrame:
     """Every subject that is cluster-admin or equivalent, and through which binding.
 
@@ -286,14 +307,7 @@ def cluster_admins(api: client.ApiClient, *, confirm_with_review: bool = True) -
     ``confirm_with_review`` each row is checked with a SubjectAccessReview of ``* *.*``
     (cluster-wide, or in the binding's namespace).
     """
-    table, all_roles = bindings(api), roles(api)
-    rows = [{"subject": f"Group:{MASTERS}", "binding": "(none: built into the apiserver)", "role": "-",
-             "scope": "cluster"}]
-    for _, row in table.iterrows():
-        if grants_everything(all_roles.get(_role_key(row), [])):
-            rows.append({"subject": row["subject"], "binding": row["binding"], "role": row["role"],
-                         "scope": row["scope"]})
-    out = pd.DataFrame(rows, columns=["subject", "binding", "role", "scope"])
+    out = admins_from(bindings(api), roles(api))
     if confirm_with_review:
         out["allowed by apiserver"] = [
             can(api, s, "*", Resource("*", "*"), namespace=scope.removeprefix("namespace ") if scope != "cluster"
