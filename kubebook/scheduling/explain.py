@@ -1,0 +1,544 @@
+"""Why is this Pod Pending, and why not that node: the scheduler's filters, recomputed from live objects.
+
+Everything here works on objects as the API returns them (dicts with camelCase keys), so the
+same code explains a live cluster, a recorded fixture, or 5,000 Pods listed once. A
+:class:`Snapshot` indexes nodes and the Pods bound to them once; :func:`explain` then checks
+one Pod against every node in memory:
+
+    snap = Snapshot.take(api)
+    explain(pod, snap)            # DataFrame: one row per node, one column per check
+    fit_nodes(pod, snap)          # the nodes where every filter passes
+
+The checks follow kube-scheduler's default filter plugins, in its order: NodeUnschedulable,
+TaintToleration, NodeAffinity (nodeSelector + required node affinity), NodePorts,
+NodeResourcesFit and InterPodAffinity. Volume, topology-spread and DRA filters are not
+recomputed; a Pod that uses them is flagged (see :func:`unexplained_features`).
+"""
+from __future__ import annotations
+
+import json
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any, Iterable
+
+import pandas as pd
+
+TERMINAL = ("Succeeded", "Failed")
+UNSCHEDULABLE_TAINT = "node.kubernetes.io/unschedulable"
+HOSTNAME = "kubernetes.io/hostname"
+
+# Column name -> the scheduler plugin it recomputes, in the order kube-scheduler runs them.
+CHECKS = {
+    "unschedulable": "NodeUnschedulable",
+    "taints": "TaintToleration",
+    "node affinity": "NodeAffinity",
+    "host ports": "NodePorts",
+    "resources": "NodeResourcesFit",
+    "pod affinity": "InterPodAffinity",
+}
+
+# The scheduler's own words per failure (pkg/scheduler/framework/plugins/*), so our summary can be
+# read next to, and compared with, its FailedScheduling message.
+REASON_UNSCHEDULABLE = "node(s) were unschedulable"
+REASON_TAINT = "node(s) had untolerated taint(s)"
+REASON_NODE_AFFINITY = "node(s) didn't match Pod's node affinity/selector"
+REASON_PORTS = "node(s) didn't have free ports for the requested pod ports"
+REASON_POD_AFFINITY = "node(s) didn't match pod affinity rules"
+REASON_POD_ANTI_AFFINITY = "node(s) didn't match pod anti-affinity rules"
+REASON_EXISTING_ANTI_AFFINITY = "node(s) didn't satisfy existing pods anti-affinity rules"
+REASON_TOO_MANY_PODS = "Too many pods"
+
+
+# ---- quantities ---------------------------------------------------------------------------------
+_SUFFIX = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
+           "n": 1e-9, "u": 1e-6, "m": 1e-3, "": 1, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18}
+
+
+@lru_cache(maxsize=4096)
+def quantity(text: str | int | float, resource: str = "") -> int:
+    """A resource quantity as the scheduler counts it: CPU in millicores, everything else in units.
+
+    Rounded up, as ``resource.Quantity.MilliValue()``/``Value()`` do.
+    """
+    if isinstance(text, (int, float)):
+        value = float(text)
+    else:
+        s = str(text).strip()
+        number = s.rstrip("KMGTPEikmun")
+        suffix = s[len(number):]
+        value = float(number) * _SUFFIX[suffix] if suffix in _SUFFIX else float(s)
+    scaled = value * 1000 if resource == "cpu" else value
+    whole = int(scaled)
+    return whole + (1 if scaled > whole + 1e-9 else 0)
+
+
+def format_quantity(amount: int, resource: str) -> str:
+    if resource == "cpu":
+        return f"{amount // 1000}" if amount % 1000 == 0 else f"{amount}m"
+    if resource in ("memory", "ephemeral-storage") and amount >= 2**20:
+        return f"{amount // 2**30}Gi" if amount % 2**30 == 0 else f"{amount / 2**20:.0f}Mi"
+    return str(amount)
+
+
+def pod_requests(pod: dict) -> dict[str, int]:
+    """What the Pod asks of a node: max(sum of containers + sidecars, each init step) plus overhead."""
+    spec = pod.get("spec") or {}
+
+    def requests_of(container: dict) -> Counter:
+        req = ((container.get("resources") or {}).get("requests") or {})
+        return Counter({r: quantity(v, r) for r, v in req.items()})
+
+    total = Counter()
+    for c in spec.get("containers") or []:
+        total.update(requests_of(c))
+    sidecars, init_peak = Counter(), Counter()
+    for c in spec.get("initContainers") or []:
+        req = requests_of(c)
+        if c.get("restartPolicy") == "Always":  # a sidecar keeps running beside the app containers
+            sidecars.update(req)
+            step = sidecars.copy()
+        else:
+            step = sidecars + req
+        for r, v in step.items():
+            init_peak[r] = max(init_peak[r], v)
+    total.update(sidecars)
+    for r, v in init_peak.items():
+        total[r] = max(total[r], v)
+    for r, v in (spec.get("overhead") or {}).items():
+        total[r] += quantity(v, r)
+    return {r: v for r, v in total.items() if v}
+
+
+def host_ports(pod: dict) -> list[tuple[str, str, int]]:
+    """(protocol, hostIP, hostPort) the Pod binds on its node."""
+    spec = pod.get("spec") or {}
+    found = []
+    for c in (spec.get("initContainers") or []) + (spec.get("containers") or []):
+        for p in c.get("ports") or []:
+            if p.get("hostPort"):
+                found.append((p.get("protocol") or "TCP", p.get("hostIP") or "0.0.0.0", int(p["hostPort"])))
+    return found
+
+
+def _ports_conflict(a: tuple[str, str, int], b: tuple[str, str, int]) -> bool:
+    return a[0] == b[0] and a[2] == b[2] and (a[1] == b[1] or "0.0.0.0" in (a[1], b[1]))
+
+
+# ---- selectors ------------------------------------------------------------------------------------
+def requirement_matches(req: dict, labels: dict[str, str]) -> bool:
+    """One NodeSelectorRequirement (In, NotIn, Exists, DoesNotExist, Gt, Lt) against labels."""
+    op, key, values = req.get("operator"), req.get("key"), req.get("values") or []
+    present = key in labels
+    if op == "In":
+        return present and labels[key] in values
+    if op == "NotIn":
+        return not present or labels[key] not in values
+    if op == "Exists":
+        return present
+    if op == "DoesNotExist":
+        return not present
+    if op in ("Gt", "Lt"):
+        # both sides must be integers; a label that is not one never matches
+        try:
+            have, want = int(labels[key]), int(values[0])
+        except (KeyError, IndexError, ValueError):
+            return False
+        return have > want if op == "Gt" else have < want
+    return False
+
+
+def node_term_matches(term: dict, node: dict) -> bool:
+    """A nodeSelectorTerm: every expression and field requirement holds (an empty term matches nothing)."""
+    exprs, fields = term.get("matchExpressions") or [], term.get("matchFields") or []
+    if not exprs and not fields:
+        return False
+    labels = node["metadata"].get("labels") or {}
+    field_values = {"metadata.name": node["metadata"]["name"]}
+    return all(requirement_matches(r, labels) for r in exprs) and \
+        all(requirement_matches(r, field_values) for r in fields)
+
+
+def label_selector_matches(selector: dict | None, labels: dict[str, str]) -> bool:
+    """A metav1.LabelSelector: None selects nothing, {} selects everything."""
+    if selector is None:
+        return False
+    for k, v in (selector.get("matchLabels") or {}).items():
+        if labels.get(k) != v:
+            return False
+    return all(requirement_matches(r, labels) for r in selector.get("matchExpressions") or [])
+
+
+def describe_requirement(req: dict) -> str:
+    op, key, values = req.get("operator"), req.get("key"), req.get("values") or []
+    if op in ("Exists", "DoesNotExist"):
+        return f"{key} {op}"
+    if op in ("Gt", "Lt"):
+        return f"{key} {op} {values[0] if values else '?'}"
+    return f"{key} {op} ({','.join(values)})"
+
+
+# ---- taints and tolerations ----------------------------------------------------------------------
+def tolerates(toleration: dict, taint: dict) -> bool:
+    """Whether one toleration tolerates one taint (the API's ToleratesTaint)."""
+    effect = toleration.get("effect") or ""
+    if effect and effect != taint.get("effect"):
+        return False
+    key = toleration.get("key") or ""
+    operator = toleration.get("operator") or "Equal"
+    if key and key != taint.get("key"):
+        return False
+    if operator == "Exists":
+        return True  # an empty key with Exists tolerates every taint
+    if not key:
+        return False
+    return (toleration.get("value") or "") == (taint.get("value") or "")
+
+
+def describe_taint(taint: dict) -> str:
+    value = taint.get("value")
+    return f"{taint['key']}{'=' + value if value else ''}:{taint['effect']}"
+
+
+def untolerated(taints: Iterable[dict], tolerations: list[dict], effects=("NoSchedule", "NoExecute")) -> list[dict]:
+    return [t for t in taints if t.get("effect") in effects and not any(tolerates(tol, t) for tol in tolerations)]
+
+
+# ---- the snapshot ---------------------------------------------------------------------------------
+@dataclass
+class Snapshot:
+    """Nodes, namespaces and Pods listed once, indexed the way the scheduler's cache is."""
+
+    nodes: list[dict]
+    pods: list[dict]
+    namespaces: dict[str, dict[str, str]] = field(default_factory=dict)  # name -> labels
+
+    def __post_init__(self) -> None:
+        self.node_by_name = {n["metadata"]["name"]: n for n in self.nodes}
+        self.assigned: dict[str, list[dict]] = defaultdict(list)  # node -> non-terminated Pods bound to it
+        self.requested: dict[str, Counter] = defaultdict(Counter)
+        self.ports: dict[str, list[tuple[str, str, int]]] = defaultdict(list)
+        self.with_anti_affinity: list[dict] = []  # bound Pods whose required anti-affinity can repel others
+        for pod in self.pods:
+            node = (pod.get("spec") or {}).get("nodeName")
+            if not node or (pod.get("status") or {}).get("phase") in TERMINAL:
+                continue
+            self.assigned[node].append(pod)
+            self.requested[node].update(pod_requests(pod))
+            self.ports[node].extend(host_ports(pod))
+            if _required_terms(pod, "podAntiAffinity"):
+                self.with_anti_affinity.append(pod)
+
+    @classmethod
+    def take(cls, api) -> "Snapshot":
+        """List nodes, namespaces and Pods once (raw JSON: the typed models cost seconds at 5,000 Pods)."""
+        from kubernetes import client
+        core = client.CoreV1Api(api)
+        nodes = _raw(core.list_node)["items"]
+        pods = _raw(core.list_pod_for_all_namespaces)["items"]
+        namespaces = {n["metadata"]["name"]: n["metadata"].get("labels") or {}
+                      for n in _raw(core.list_namespace)["items"]}
+        return cls(nodes=nodes, pods=pods, namespaces=namespaces)
+
+    def pod(self, namespace: str, name: str) -> dict:
+        for p in self.pods:
+            if p["metadata"]["name"] == name and p["metadata"].get("namespace") == namespace:
+                return p
+        raise KeyError(f"pod {namespace}/{name} not in the snapshot")
+
+    def pending(self) -> list[dict]:
+        """Pods waiting for a node: no nodeName and not finished."""
+        return [p for p in self.pods if not (p.get("spec") or {}).get("nodeName")
+                and (p.get("status") or {}).get("phase") not in TERMINAL]
+
+
+def _raw(list_call, **kwargs) -> dict:
+    response = list_call(_preload_content=False, **kwargs)
+    return json.loads(response.data)
+
+
+def _required_terms(pod: dict, kind: str) -> list[dict]:
+    return (((pod.get("spec") or {}).get("affinity") or {}).get(kind) or {}) \
+        .get("requiredDuringSchedulingIgnoredDuringExecution") or []
+
+
+def _term_namespaces(term: dict, owner: dict, snap: Snapshot) -> set[str] | None:
+    """Namespaces a pod (anti-)affinity term looks at; None means all of them."""
+    listed = set(term.get("namespaces") or [])
+    selector = term.get("namespaceSelector")
+    if selector is None:
+        return listed or {owner["metadata"].get("namespace")}
+    if not selector.get("matchLabels") and not selector.get("matchExpressions"):
+        return None  # {} selects every namespace
+    return listed | {ns for ns, labels in snap.namespaces.items() if label_selector_matches(selector, labels)}
+
+
+def _term_matches_pod(term: dict, namespaces: set[str] | None, pod: dict) -> bool:
+    if namespaces is not None and pod["metadata"].get("namespace") not in namespaces:
+        return False
+    return label_selector_matches(term.get("labelSelector"), pod["metadata"].get("labels") or {})
+
+
+# ---- one Pod against every node -------------------------------------------------------------------
+@dataclass
+class _PodFacts:
+    """What the filters need from the incoming Pod, and counts over the cluster computed once for it."""
+
+    pod: dict
+    snap: Snapshot
+
+    def __post_init__(self) -> None:
+        spec = self.pod.get("spec") or {}
+        uid = self.pod["metadata"].get("uid")
+        self.tolerations = spec.get("tolerations") or []
+        self.node_selector = spec.get("nodeSelector") or {}
+        node_affinity = ((spec.get("affinity") or {}).get("nodeAffinity") or {})
+        self.required_node = (node_affinity.get("requiredDuringSchedulingIgnoredDuringExecution") or {}) \
+            .get("nodeSelectorTerms")
+        self.preferred_node = node_affinity.get("preferredDuringSchedulingIgnoredDuringExecution") or []
+        self.requests = pod_requests(self.pod)
+        self.ports = host_ports(self.pod)
+        self.affinity_terms = _required_terms(self.pod, "podAffinity")
+        self.anti_terms = _required_terms(self.pod, "podAntiAffinity")
+        labels = self.pod["metadata"].get("labels") or {}
+        # Counts per (topologyKey, value) as InterPodAffinity's PreFilter computes them.
+        self.affinity_counts: Counter = Counter()
+        self.anti_counts: Counter = Counter()
+        self.existing_anti_counts: Counter = Counter()
+        self.existing_anti_owners: dict[tuple[str, str], list[str]] = defaultdict(list)
+        if self.affinity_terms or self.anti_terms:
+            aff_ns = [_term_namespaces(t, self.pod, self.snap) for t in self.affinity_terms]
+            anti_ns = [_term_namespaces(t, self.pod, self.snap) for t in self.anti_terms]
+            for node_name, bound in self.snap.assigned.items():
+                node = self.snap.node_by_name.get(node_name)
+                if node is None:
+                    continue
+                node_labels = node["metadata"].get("labels") or {}
+                for other in bound:
+                    if other["metadata"].get("uid") == uid:
+                        continue  # a bound Pod explained after the fact must not collide with itself
+                    if self.affinity_terms and all(_term_matches_pod(t, ns, other)
+                                                   for t, ns in zip(self.affinity_terms, aff_ns)):
+                        for t in self.affinity_terms:
+                            if t["topologyKey"] in node_labels:
+                                self.affinity_counts[(t["topologyKey"], node_labels[t["topologyKey"]])] += 1
+                    for t, ns in zip(self.anti_terms, anti_ns):
+                        if t["topologyKey"] in node_labels and _term_matches_pod(t, ns, other):
+                            self.anti_counts[(t["topologyKey"], node_labels[t["topologyKey"]])] += 1
+        self.self_affine = bool(self.affinity_terms) and all(
+            _term_matches_pod(t, _term_namespaces(t, self.pod, self.snap), self.pod) for t in self.affinity_terms)
+        for other in self.snap.with_anti_affinity:
+            if other["metadata"].get("uid") == uid:
+                continue
+            node = self.snap.node_by_name.get(other["spec"]["nodeName"])
+            if node is None:
+                continue
+            node_labels = node["metadata"].get("labels") or {}
+            for t in _required_terms(other, "podAntiAffinity"):
+                if t["topologyKey"] in node_labels and \
+                        _term_matches_pod(t, _term_namespaces(t, other, self.snap), self.pod):
+                    pair = (t["topologyKey"], node_labels[t["topologyKey"]])
+                    self.existing_anti_counts[pair] += 1
+                    self.existing_anti_owners[pair].append(f"{other['metadata'].get('namespace')}/"
+                                                           f"{other['metadata']['name']}")
+        self.labels = labels
+
+
+def _check_node(f: _PodFacts, node: dict) -> dict[str, Any]:
+    """One row: each check's failure text ("" when it passes) and the scheduler's reasons for this node."""
+    name = node["metadata"]["name"]
+    spec = node.get("spec") or {}
+    labels = node["metadata"].get("labels") or {}
+    row: dict[str, Any] = {"node": name}
+    reasons: dict[str, list[str]] = {}
+
+    # NodeUnschedulable: cordoned, unless the Pod tolerates the unschedulable taint
+    cordon = ""
+    if spec.get("unschedulable") and not any(
+            tolerates(t, {"key": UNSCHEDULABLE_TAINT, "effect": "NoSchedule"}) for t in f.tolerations):
+        cordon = "cordoned (spec.unschedulable)"
+        reasons["unschedulable"] = [REASON_UNSCHEDULABLE]
+    row["unschedulable"] = cordon
+
+    # TaintToleration: NoSchedule and NoExecute taints must be tolerated; PreferNoSchedule only scores
+    bad = untolerated(spec.get("taints") or [], f.tolerations)
+    row["taints"] = "untolerated " + ", ".join(describe_taint(t) for t in bad) if bad else ""
+    if bad:
+        reasons["taints"] = [REASON_TAINT]
+
+    # NodeAffinity: nodeSelector AND (any required term)
+    problems = [f"nodeSelector {k}={v} (node has {labels[k]!r})" if k in labels else f"nodeSelector {k}={v} (no label)"
+                for k, v in f.node_selector.items() if labels.get(k) != v]
+    if f.required_node is not None and not any(node_term_matches(t, node) for t in f.required_node):
+        failed = []
+        for i, term in enumerate(f.required_node, 1):
+            misses = [describe_requirement(r) for r in term.get("matchExpressions") or []
+                      if not requirement_matches(r, labels)]
+            misses += [describe_requirement(r) for r in term.get("matchFields") or []
+                       if not requirement_matches(r, {"metadata.name": name})]
+            failed.append(f"term {i}: " + ("; ".join(misses) or "empty term matches nothing"))
+        problems.append("required affinity: " + " | ".join(failed))
+    row["node affinity"] = "; ".join(problems)
+    if problems:
+        reasons["node affinity"] = [REASON_NODE_AFFINITY]
+
+    # NodePorts
+    clashes = [p for p in f.ports if any(_ports_conflict(p, q) for q in f.snap.ports.get(name, ()))]
+    row["host ports"] = "in use: " + ", ".join(f"{p[2]}/{p[0]}" for p in clashes) if clashes else ""
+    if clashes:
+        reasons["host ports"] = [REASON_PORTS]
+
+    # NodeResourcesFit: requested vs allocatable minus what non-terminated Pods already requested
+    allocatable = (node.get("status") or {}).get("allocatable") or {}
+    used = f.snap.requested.get(name, Counter())
+    bound = f.snap.assigned.get(name, [])
+    count = sum(1 for p in bound if p["metadata"].get("uid") != f.pod["metadata"].get("uid"))
+    used = _without_self(used, f, bound)
+    short, fit_reasons = [], []
+    if count + 1 > quantity(allocatable.get("pods", "0")):
+        short.append(f"pods: {count} of {allocatable.get('pods', 0)} already")
+        fit_reasons.append(REASON_TOO_MANY_PODS)
+    for resource, want in sorted(f.requests.items()):
+        have = quantity(allocatable[resource], resource) if resource in allocatable else 0
+        free = have - used.get(resource, 0)
+        if want > free:
+            short.append(f"{resource}: wants {format_quantity(want, resource)}, free "
+                         f"{format_quantity(max(free, 0), resource)} of {format_quantity(have, resource)}")
+            fit_reasons.append(f"Insufficient {resource}")
+    row["resources"] = "; ".join(short)
+    if fit_reasons:
+        reasons["resources"] = fit_reasons
+
+    # InterPodAffinity: the Pod's affinity, its anti-affinity, then existing Pods' anti-affinity
+    pod_aff = []
+    if f.affinity_terms:
+        missing_key = [t["topologyKey"] for t in f.affinity_terms if t["topologyKey"] not in labels]
+        if missing_key:
+            pod_aff.append(f"affinity: node lacks topology label {missing_key[0]}")
+        elif not all(f.affinity_counts[(t["topologyKey"], labels[t["topologyKey"]])] > 0 for t in f.affinity_terms) \
+                and not (not f.affinity_counts and f.self_affine):
+            pod_aff.append("affinity: no matching Pod in this node's " +
+                           ", ".join(f"{t['topologyKey']}={labels[t['topologyKey']]}" for t in f.affinity_terms))
+    scheduler_reason = REASON_POD_AFFINITY if pod_aff else ""
+    for t in f.anti_terms:
+        key = t["topologyKey"]
+        if key in labels and f.anti_counts[(key, labels[key])] > 0:
+            pod_aff.append(f"anti-affinity: {f.anti_counts[(key, labels[key])]} matching Pod(s) in {key}={labels[key]}")
+            scheduler_reason = scheduler_reason or REASON_POD_ANTI_AFFINITY
+            break
+    for key, value in labels.items():
+        owners = f.existing_anti_owners.get((key, value))
+        if owners:
+            pod_aff.append(f"repelled by anti-affinity of {', '.join(owners[:3])} in {key}={value}")
+            scheduler_reason = scheduler_reason or REASON_EXISTING_ANTI_AFFINITY
+            break
+    row["pod affinity"] = "; ".join(pod_aff)
+    if scheduler_reason:
+        reasons["pod affinity"] = [scheduler_reason]
+
+    row["fits"] = not reasons
+    # the scheduler stops at the first failing plugin per node, so only that one is counted in its message
+    first = next((c for c in CHECKS if c in reasons), None)
+    row["scheduler reason"] = ", ".join(reasons[first]) if first else ""
+    row["_reasons"] = reasons[first] if first else []
+
+    # scoring hints: what the preferred rules and PreferNoSchedule taints say about this node
+    row["preferred weight"] = sum(p.get("weight", 0) for p in f.preferred_node
+                                  if node_term_matches(p.get("preference") or {}, node))
+    row["PreferNoSchedule"] = ", ".join(describe_taint(t) for t in
+                                        untolerated(spec.get("taints") or [], f.tolerations, ("PreferNoSchedule",)))
+    return row
+
+
+def _without_self(used: Counter, f: _PodFacts, bound: list[dict]) -> Counter:
+    uid = f.pod["metadata"].get("uid")
+    if uid and any(p["metadata"].get("uid") == uid for p in bound):
+        used = used.copy()
+        used.subtract(f.requests)
+    return used
+
+
+def check_rows(pod: dict, snap: Snapshot) -> list[dict[str, Any]]:
+    facts = _PodFacts(pod, snap)
+    return [_check_node(facts, n) for n in snap.nodes]
+
+
+def explain(pod: dict, snap: Snapshot) -> pd.DataFrame:
+    """Nodes × checks for ``pod``: each cell is empty when the check passes, else why it fails.
+
+    ``fits`` is true where every check passes; ``scheduler reason`` is what kube-scheduler would
+    count for that node (its first failing filter).
+    """
+    rows = check_rows(pod, snap)
+    columns = ["node", "fits", *CHECKS, "scheduler reason", "preferred weight", "PreferNoSchedule"]
+    table = pd.DataFrame(rows, columns=columns)
+    return table.sort_values(["fits", "node"], ascending=[False, True], kind="stable").reset_index(drop=True)
+
+
+def fit_nodes(pod: dict, snap: Snapshot) -> set[str]:
+    return {r["node"] for r in check_rows(pod, snap) if r["fits"]}
+
+
+def summary(rows: list[dict[str, Any]]) -> str:
+    """Our verdict in the scheduler's words: ``0/3 nodes are available: 1 node(s) ..., 2 ....``."""
+    counts: Counter = Counter()
+    for r in rows:
+        counts.update(r["_reasons"])
+    fitting = sum(1 for r in rows if r["fits"])
+    parts = sorted(f"{n} {reason}" for reason, n in counts.items())
+    return f"{fitting}/{len(rows)} nodes are available" + (": " + ", ".join(parts) if parts else "") + "."
+
+
+def scheduler_summary(message: str) -> str:
+    """The first sentence of a FailedScheduling message (what the filters said), without preemption."""
+    head = message.split(". ", 1)[0]
+    return head if head.endswith(".") else head + "."
+
+
+def unexplained_features(pod: dict) -> list[str]:
+    """Parts of the Pod spec that filters not recomputed here may reject (volumes, spread, DRA, gates)."""
+    spec = pod.get("spec") or {}
+    notes = []
+    if any("persistentVolumeClaim" in v or "ephemeral" in v for v in spec.get("volumes") or []):
+        notes.append("PersistentVolumeClaims (VolumeBinding, VolumeZone, NodeVolumeLimits)")
+    if any(c.get("whenUnsatisfiable", "DoNotSchedule") == "DoNotSchedule"
+           for c in spec.get("topologySpreadConstraints") or []):
+        notes.append("topologySpreadConstraints with DoNotSchedule")
+    if spec.get("resourceClaims"):
+        notes.append("resourceClaims (DynamicResources)")
+    if spec.get("schedulingGates"):
+        notes.append("schedulingGates: the scheduler does not try the Pod until they are removed")
+    if spec.get("schedulerName", "default-scheduler") != "default-scheduler":
+        notes.append(f"schedulerName {spec['schedulerName']}: another scheduler decides")
+    return notes
+
+
+# ---- many Pods at once ----------------------------------------------------------------------------
+_SIGNATURE_SPEC = ("nodeSelector", "affinity", "tolerations", "containers", "initContainers", "overhead")
+
+
+def _signature(pod: dict) -> str:
+    """Everything in a Pod that filters read; Pods of one template share it, so they share one answer."""
+    spec = pod.get("spec") or {}
+    return json.dumps([pod["metadata"].get("namespace"), pod["metadata"].get("labels") or {},
+                       [spec.get(k) for k in _SIGNATURE_SPEC]], sort_keys=True, default=str)
+
+
+def explain_all(snap: Snapshot, pods: list[dict] | None = None) -> pd.DataFrame:
+    """One row per Pod (default: every Pending one): how many nodes fit, which, and our summary.
+
+    Pods with the same scheduling-relevant spec (replicas of one template) are computed once.
+    """
+    pods = snap.pending() if pods is None else pods
+    memo: dict[str, tuple[list[str], str]] = {}
+    rows = []
+    for pod in pods:
+        key = _signature(pod)
+        if key not in memo:
+            checked = check_rows(pod, snap)
+            memo[key] = ([r["node"] for r in checked if r["fits"]], summary(checked))
+        fits, text = memo[key]
+        rows.append({"namespace": pod["metadata"].get("namespace"), "pod": pod["metadata"]["name"],
+                     "fit nodes": len(fits), "fits": ", ".join(fits[:5]) + (" ..." if len(fits) > 5 else ""),
+                     "explanation": text})
+    return pd.DataFrame(rows, columns=["namespace", "pod", "fit nodes", "fits", "explanation"])
