@@ -209,7 +209,8 @@ def whoami(api: client.ApiClient) -> pd.DataFrame:
     """Who the apiserver takes ``api``'s credential to be (SelfSubjectReview, `kubectl auth whoami`)."""
     code, body = request(api, "POST", "/apis/authentication.k8s.io/v1/selfsubjectreviews",
                          {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"})
-    info = (body.get("status") or {}).get("userInfo") or {}
+    status = body.get("status")  # on 401/403 the body is a Status whose "status" is the string "Failure"
+    info = (status.get("userInfo") or {}) if isinstance(status, dict) else {}
     return pd.DataFrame([{"status": code, "user": info.get("username", ""),
                           "groups": ", ".join(info.get("groups") or []),
                           "message": "" if code == 201 else mask_text(str(body.get("message", "")))}])
