@@ -201,12 +201,24 @@ class Lab:
         tmp.write_text(json.dumps(state, indent=2))
         os.replace(tmp, self._state_file)
 
+    def refresh(self) -> "Lab":
+        """Re-read ports and processes from state.json: another Lab object (a runbook, the CLI)
+        may have restarted components since this one was loaded."""
+        if self._state_file.is_file():
+            state = json.loads(self._state_file.read_text())
+            self.ports = state.get("ports", {})
+            self.nodes = state.get("nodes", [])
+            self.binaries = state.get("binaries", {})
+            self.processes = {k: Process(**v) for k, v in state.get("processes", {}).items()}
+        return self
+
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
-        """One `up` or `down` at a time per lab."""
+        """One `up` or `down` at a time per lab; state re-read once the lock is held."""
         self.dir.mkdir(parents=True, exist_ok=True)
         with open(self.dir / ".lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
+            self.refresh()
             yield
 
     # ---- status ---------------------------------------------------------------------------
@@ -218,6 +230,7 @@ class Lab:
 
     def status(self) -> list[dict]:
         """One row per component: state (running/crashed/stopped), pid, port, log file."""
+        self.refresh()
         rows = []
         for c in COMPONENTS:
             state = self.component_state(c)
@@ -230,6 +243,7 @@ class Lab:
         return rows
 
     def is_running(self) -> bool:
+        self.refresh()
         return bool(self.processes) and all(self.component_state(c) == "running" for c in COMPONENTS)
 
     # ---- up -------------------------------------------------------------------------------
@@ -381,6 +395,7 @@ class Lab:
 
     def start_component(self, component: str) -> Process:
         """Start one component now (no wait). Used by `up` and by restore runbooks."""
+        self.refresh()
         cmd = self._command(component)
         self.logs_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log_file(component), "ab") as out:
@@ -403,6 +418,7 @@ class Lab:
 
     def stop_component(self, component: str, *, timeout: float = 20.0) -> bool:
         """Stop one component we started (SIGTERM, then SIGKILL after ``timeout``). False if not running."""
+        self.refresh()
         proc = self.processes.pop(component, None)
         self._save()
         if proc is None or not proc.alive():
@@ -586,15 +602,7 @@ def get(name: str = "kubebook") -> Lab:
     """The lab called ``name`` (its saved state if it exists, else a new one)."""
     if not name.replace("-", "").isalnum():
         raise LabError(f"lab name {name!r}: use letters, digits and dashes")
-    lab = Lab(name=name, dir=labs_root() / name)
-    state_file = lab._state_file
-    if state_file.is_file():
-        state = json.loads(state_file.read_text())
-        lab.ports = state.get("ports", {})
-        lab.nodes = state.get("nodes", [])
-        lab.binaries = state.get("binaries", {})
-        lab.processes = {k: Process(**v) for k, v in state.get("processes", {}).items()}
-    return lab
+    return Lab(name=name, dir=labs_root() / name).refresh()
 
 
 @contextlib.contextmanager

@@ -62,7 +62,7 @@ class Plan:
         if self.dry_run or action is None:
             self.log(f"[{name}] would {description}" + (f"\n    $ {command}" if command else ""))
             return None
-        self.log(f"[{name}] {description}")
+        self.log(f"[{name}] {description}" + (f"\n    $ {command}" if command else ""))
         started = time.monotonic()
         try:
             result = action()

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import pytest
 
-from kubebook import samples
 from kubebook.etcd import decode, recover, rehearsal
 
 pytestmark = pytest.mark.lab
