@@ -382,8 +382,12 @@ def _check_node(f: _PodFacts, node: dict) -> dict[str, Any]:
     if problems:
         reasons["node affinity"] = [REASON_NODE_AFFINITY]
 
-    # NodePorts
-    clashes = [p for p in f.ports if any(_ports_conflict(p, q) for q in f.snap.ports.get(name, ()))]
+    # NodePorts (a bound Pod explained after the fact must not clash with its own ports)
+    taken = list(f.snap.ports.get(name, ()))
+    if f.ports and _is_bound_here(f, name):
+        for p in f.ports:
+            taken.remove(p)
+    clashes = [p for p in f.ports if any(_ports_conflict(p, q) for q in taken)]
     row["host ports"] = "in use: " + ", ".join(f"{p[2]}/{p[0]}" for p in clashes) if clashes else ""
     if clashes:
         reasons["host ports"] = [REASON_PORTS]
@@ -448,6 +452,11 @@ def _check_node(f: _PodFacts, node: dict) -> dict[str, Any]:
     row["PreferNoSchedule"] = ", ".join(describe_taint(t) for t in
                                         untolerated(spec.get("taints") or [], f.tolerations, ("PreferNoSchedule",)))
     return row
+
+
+def _is_bound_here(f: _PodFacts, node: str) -> bool:
+    uid = f.pod["metadata"].get("uid")
+    return bool(uid) and any(p["metadata"].get("uid") == uid for p in f.snap.assigned.get(node, ()))
 
 
 def _without_self(used: Counter, f: _PodFacts, bound: list[dict]) -> Counter:

@@ -24,6 +24,9 @@ from .syntax import parse_label_selector, parse_labels, parse_taint, parse_taint
 
 ROLE_PREFIX = "node-role.kubernetes.io/"
 UNSCHEDULABLE_TAINT = "node.kubernetes.io/unschedulable"
+# Taints under this prefix (not-ready, unreachable, unschedulable, *-pressure) belong to the node
+# lifecycle controller, which adds and removes them as conditions change: never recorded or restored.
+CONTROLLER_TAINTS = "node.kubernetes.io/"
 
 
 def _step(plan: Plan | None, name: str, description: str, action: Callable[[], Any], command: str) -> Any:
@@ -210,13 +213,17 @@ _EFFECT_MEANING = {
 
 
 def node_state(api, names: list[str]) -> dict[str, dict]:
-    """Labels, taints and cordon of ``names``: record before a demo, compare after clean-up."""
+    """Labels, taints and cordon of ``names``: record before a demo, compare after clean-up.
+
+    The node lifecycle controller's own taints (``node.kubernetes.io/...``) are left out.
+    """
     state = {}
     for name in names:
         n = get_node(api, name)
         state[name] = {"labels": dict(n["metadata"].get("labels") or {}),
                        "taints": [{k: t[k] for k in ("key", "value", "effect") if t.get(k)}
-                                  for t in (n.get("spec") or {}).get("taints") or []],
+                                  for t in (n.get("spec") or {}).get("taints") or []
+                                  if not t["key"].startswith(CONTROLLER_TAINTS)],
                        "unschedulable": bool((n.get("spec") or {}).get("unschedulable"))}
     return state
 
@@ -241,11 +248,11 @@ def restore(api, state: dict[str, dict], *, plan: Plan | None = None, when: bool
                 client.CoreV1Api(api).patch_node(name, {"metadata": {"labels": labels}})
             if after["unschedulable"] != before["unschedulable"]:
                 _set_unschedulable(api, name, before["unschedulable"])
-            # the node controller owns the unschedulable taint: it follows spec.unschedulable by itself
-            own = [t for t in before["taints"] if t["key"] != UNSCHEDULABLE_TAINT]
-            if [t for t in after["taints"] if t["key"] != UNSCHEDULABLE_TAINT] != own:
-                _replace_taints(api, name, lambda current: [t for t in current if t["key"] == UNSCHEDULABLE_TAINT]
-                                + [dict(t) for t in own])
+            # taints of the node controller stay as they are now: it follows the node's conditions itself
+            if after["taints"] != before["taints"]:
+                _replace_taints(api, name, lambda current: [t for t in current
+                                                            if t["key"].startswith(CONTROLLER_TAINTS)]
+                                + [dict(t) for t in before["taints"]])
             if labels or after != before:
                 changed.append(name)
         return "restored " + ", ".join(changed) if changed else "nothing to restore"
@@ -254,12 +261,15 @@ def restore(api, state: dict[str, dict], *, plan: Plan | None = None, when: bool
                  act, "kubectl label/taint/uncordon back to the recorded state")
 
 
-def unchanged(api, state: dict[str, dict]) -> bool:
-    """Whether the nodes are as recorded (the controller-managed unschedulable taint aside)."""
-    def plain(s: dict) -> dict:
-        return {**s, "taints": [t for t in s["taints"] if t["key"] != UNSCHEDULABLE_TAINT]}
+def differences(api, state: dict[str, dict]) -> dict[str, tuple[dict, dict]]:
+    """Nodes that differ from what :func:`node_state` recorded: name -> (then, now)."""
     now = node_state(api, list(state))
-    return all(plain(now[n]) == plain(state[n]) for n in state)
+    return {n: (state[n], now[n]) for n in state if now[n] != state[n]}
+
+
+def unchanged(api, state: dict[str, dict]) -> bool:
+    """Whether the nodes are as recorded (see :func:`differences`)."""
+    return not differences(api, state)
 
 
 def taint_each(api, taints: dict[str, str | dict | list], *, plan: Plan | None = None) -> list:
