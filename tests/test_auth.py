@@ -186,8 +186,9 @@ def test_matrix_agrees_with_kubectl_auth_can_i_on_every_cell(lab, api, ns, clean
     assert table.loc[(f"Group:viewers-{tag}", "nodes"), "get"] == "✓"
     assert (table.loc["Group:system:masters"] == "✓").all().all()
     assert (table.loc[f"User:nobody-{tag}"] == "·").all().all()
-    # sequential and concurrent answers are the same answers
-    assert long.equals(access.checks(api, subjects, resources, verbs, namespace=ns, workers=1))
+    # sequential and concurrent answers are the same answers (reasons may name another matching binding)
+    decisions = ["subject", "verb", "resource", "namespace", "allowed"]
+    assert long[decisions].equals(access.checks(api, subjects, resources, verbs, namespace=ns, workers=1)[decisions])
 
 
 def test_reverse_lookups_name_the_binding_and_include_system_masters(lab, api, ns):
