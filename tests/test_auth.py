@@ -314,3 +314,20 @@ def test_executed_runbooks_show_neither_the_user_key_nor_the_token(lab, api, tmp
             client.CertificatesV1Api(api).delete_certificate_signing_request(f"user-{user}")
         except ApiException:
             pass
+
+
+def test_node_may_read_a_secret_only_once_a_pod_on_it_uses_it(lab, api, ns):
+    from kubebook.waits import wait_for
+    core = client.CoreV1Api(api)
+    node, other = (Subject("User", f"system:node:{n}", member_of=("system:nodes",)) for n in ("k8s-slave1", "k8s-slave2"))
+    core.create_namespaced_secret(ns, {"metadata": {"name": "db-password"}, "stringData": {"password": "x"}})
+    assert not access.can(api, node, "get", "secrets", namespace=ns, name="db-password")["allowed"]
+    wait_for(api, "serviceaccounts", lambda sas: "default" in sas, namespace=ns, timeout=30, what="default SA")
+    core.create_namespaced_pod(ns, {"metadata": {"name": "uses-secret"}, "spec": {
+        "nodeName": "k8s-slave1", "containers": [{"name": "app", "image": "busybox"}],
+        "volumes": [{"name": "s", "secret": {"secretName": "db-password"}}]}})
+    # the Node authorizer learns the Pod -> Secret edge from its informers, moments after the Pod exists
+    row = access.wait_allowed(api, node, "get", "secrets", namespace=ns, name="db-password")
+    assert row["reason"] == "Node authorizer"
+    refused = access.can(api, other, "get", "secrets", namespace=ns, name="db-password")
+    assert not refused["allowed"] and "no relationship" in refused["reason"]

@@ -126,11 +126,6 @@ class _Reviewer:
         return answer.get("status", {})
 
 
-def _post(api: client.ApiClient, body: dict) -> dict:
-    """POST one SubjectAccessReview and return its status."""
-    return _Reviewer(api)(body)
-
-
 def can(api: "client.ApiClient | _Reviewer", subject: "str | Subject", verb: str, resource: "str | Resource", *,
         namespace: str = "", name: str = "", field_selector: str = "", authenticated: bool = True) -> dict:
     """One check, as a row: subject, verb, resource, namespace, allowed, reason."""
@@ -238,7 +233,7 @@ def whoami(api: client.ApiClient) -> pd.DataFrame:
 
 
 def wait_allowed(api: client.ApiClient, subject: "str | Subject", verb: str, resource: "str | Resource", *,
-                 namespace: str = "", allowed: bool = True, timeout: float = 30.0) -> dict:
+                 namespace: str = "", name: str = "", allowed: bool = True, timeout: float = 30.0) -> dict:
     """Ask until the answer is ``allowed`` (a new binding reaches the authorizer's cache in moments).
 
     There is no watch on authorization decisions, so this asks again with a growing pause;
@@ -247,7 +242,7 @@ def wait_allowed(api: client.ApiClient, subject: "str | Subject", verb: str, res
     from ..waits import WaitTimeout
     deadline, pause = time.monotonic() + timeout, 0.02
     while True:
-        row = can(api, subject, verb, resource, namespace=namespace)
+        row = can(api, subject, verb, resource, namespace=namespace, name=name)
         if row["allowed"] == allowed:
             return row
         if time.monotonic() > deadline:
