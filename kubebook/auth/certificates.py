@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from .. import kubeconfig as kcfg
