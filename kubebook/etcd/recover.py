@@ -242,18 +242,24 @@ class Cluster:
         cache = Path(tempfile.gettempdir()) / f"kubebook-discovery-{os.getpid()}-{id(api)}.json"
         self.dynamic = DynamicClient(api, cache_file=str(cache))
         self._discovery = threading.Lock()  # the discovery cache is not thread-safe
+        self._resources: dict[tuple[str, str], object] = {}
 
     def resource(self, item: Item):
+        key = (item.api_version, item.kind)
         with self._discovery:
-            try:
-                return self.dynamic.resources.get(api_version=item.api_version, kind=item.kind)
-            except ResourceNotFoundError:
-                self.dynamic.resources.invalidate_cache()  # a CRD created moments ago
-                return self.dynamic.resources.get(api_version=item.api_version, kind=item.kind)
+            if key not in self._resources:
+                try:
+                    found = self.dynamic.resources.get(api_version=item.api_version, kind=item.kind)
+                except ResourceNotFoundError:
+                    self.dynamic.resources.invalidate_cache()  # a CRD created moments ago
+                    found = self.dynamic.resources.get(api_version=item.api_version, kind=item.kind)
+                self._resources[key] = found
+            return self._resources[key]
 
     def refresh(self) -> None:
         with self._discovery:
             self.dynamic.resources.invalidate_cache()
+            self._resources.clear()
 
     def get(self, item: Item) -> dict | None:
         try:
@@ -265,11 +271,24 @@ class Cluster:
         except NotFoundError:
             return None
 
-    def apply(self, item: Item, *, force: bool) -> dict:
+    def list(self, api_version: str, kind: str, namespace: str) -> dict[str, dict] | None:
+        """Every object of a kind in a namespace by name (one request); None if the kind is not served."""
+        probe = Item(kind=kind, name="", namespace=namespace, api_version=api_version, body=None)
+        try:
+            res = self.resource(probe)
+        except ResourceNotFoundError:
+            return None
+        items = self.dynamic.get(res, namespace=namespace).to_dict().get("items", [])
+        for obj in items:  # list items come without their type
+            obj.setdefault("apiVersion", api_version)
+            obj.setdefault("kind", kind)
+        return {o["metadata"]["name"]: o for o in items}
+
+    def apply(self, item: Item, *, force: bool) -> None:
+        """Server-side apply ``item.body``; the response is not parsed (that costs more than the request)."""
         res = self.resource(item)
-        return self.dynamic.server_side_apply(res, body=item.body, name=item.name,
-                                              namespace=item.namespace or None, field_manager=FIELD_MANAGER,
-                                              force_conflicts=force).to_dict()
+        self.dynamic.server_side_apply(res, body=item.body, name=item.name, namespace=item.namespace or None,
+                                       field_manager=FIELD_MANAGER, force_conflicts=force, serialize=False)
 
 
 def _yaml(obj: dict) -> list[str]:
@@ -277,26 +296,41 @@ def _yaml(obj: dict) -> list[str]:
 
 
 def compare(items: list[Item], cluster: Cluster, *, workers: int = 8) -> None:
-    """Set each item's action: create (absent), unchanged, or differs (with a masked diff)."""
-    def one(item: Item) -> None:
-        if item.body is None:
-            return
-        live = cluster.get(item)
-        if live is None:
-            item.action, item.reason = "create", "absent"
-            return
-        if live.get("kind") == "Namespace" and (live.get("status") or {}).get("phase") == "Terminating":
-            item.action, item.reason = "differs", "namespace is terminating: finish its deletion first"
-            return
-        want, have = comparable(item.original), comparable(live)
-        if want == have:
-            item.action, item.reason = "unchanged", ""
-        else:
-            item.action = "differs"
-            item.diff = "".join(difflib.unified_diff(_yaml(have), _yaml(want), "live", "snapshot"))
-            item.reason = f"{sum(1 for l in item.diff.splitlines() if l[:1] in '+-') - 2} changed lines"
+    """Set each item's action: create (absent), unchanged, or differs (with a masked diff).
+
+    Namespaced objects are read with one list per kind, cluster-scoped ones one by one.
+    """
+    wanted = [i for i in items if i.body is not None]
+    groups = sorted({(i.api_version, i.kind, i.namespace) for i in wanted if i.namespace})
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        list(pool.map(one, items))
+        listed = dict(zip(groups, pool.map(lambda g: cluster.list(*g), groups)))
+
+    def one(item: Item) -> None:
+        if item.namespace:
+            live = (listed[(item.api_version, item.kind, item.namespace)] or {}).get(item.name)
+        else:
+            live = cluster.get(item)
+        _judge(item, live)
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        list(pool.map(one, wanted))
+
+
+def _judge(item: Item, live: dict | None) -> None:
+    """create when absent, unchanged when equal after cleaning, else differs with a masked diff."""
+    if live is None:
+        item.action, item.reason = "create", "absent"
+        return
+    if live.get("kind") == "Namespace" and (live.get("status") or {}).get("phase") == "Terminating":
+        item.action, item.reason = "differs", "namespace is terminating: finish its deletion first"
+        return
+    want, have = comparable(item.original), comparable(live)
+    if want == have:
+        item.action, item.reason = "unchanged", ""
+    else:
+        item.action = "differs"
+        item.diff = "".join(difflib.unified_diff(_yaml(have), _yaml(want), "live", "snapshot"))
+        item.reason = f"{sum(1 for l in item.diff.splitlines() if l[:1] in '+-') - 2} changed lines"
 
 
 def apply(items: list[Item], cluster: Cluster, *, overwrite: bool = False, workers: int = 8,
