@@ -345,3 +345,17 @@ def test_node_board_widget_follows_changes_by_watch(api):
         board.stop()
         nodes.restore(api, before)
     assert nodes.unchanged(api, before)
+
+
+def test_course_demo_runbook_dry_run_changes_nothing(lab, api, tmp_path):
+    from kubebook import runner
+    book = runner.find("scheduling/course-demo")
+    before = nodes.node_state(api, NODES)
+    values = {k: v for k, v in runner.lab_values(book, lab).items() if k != "confirm"}
+    result = runner.run(book, values, output_dir=tmp_path, progress=False)
+    text = result.notebook.read_text()
+    assert "DRY RUN for namespace luffy" in text and "would taint node k8s-master" in text
+    assert nodes.node_state(api, NODES) == before
+    with pytest.raises(ApiException) as info:
+        client.CoreV1Api(api).read_namespace("luffy")
+    assert info.value.status == 404

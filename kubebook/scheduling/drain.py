@@ -220,9 +220,11 @@ def pod_disruption_budget(api, namespace: str, name: str, *, selector: dict, min
         policy.replace_namespaced_pod_disruption_budget(name, namespace, body)
         return "replaced"
 
-    rule = f"minAvailable={min_available}" if min_available is not None else f"maxUnavailable={max_unavailable}"
+    rule, flag = (f"minAvailable={min_available}", f"--min-available={min_available}") if min_available is not None \
+        else (f"maxUnavailable={max_unavailable}", f"--max-unavailable={max_unavailable}")
+    labels = ",".join(f"{k}={v}" for k, v in (selector.get("matchLabels") or {}).items())
     return _step(plan, f"pdb-{name}", f"PodDisruptionBudget {namespace}/{name}: {rule}", act,
-                 f"kubectl -n {namespace} create poddisruptionbudget {name} --{rule.replace('A', '-a').replace('U', '-u').lower()}")
+                 f"kubectl -n {namespace} create poddisruptionbudget {name} --selector={labels} {flag}")
 
 
 def budget_ready(api, namespace: str, name: str, *, timeout: float = 60.0) -> dict:

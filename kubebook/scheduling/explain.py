@@ -219,11 +219,13 @@ class Snapshot:
         self.requested: dict[str, Counter] = defaultdict(Counter)
         self.ports: dict[str, list[tuple[str, str, int]]] = defaultdict(list)
         self.with_anti_affinity: list[dict] = []  # bound Pods whose required anti-affinity can repel others
+        self.uids: dict[str, set[str]] = defaultdict(set)
         for pod in self.pods:
             node = (pod.get("spec") or {}).get("nodeName")
             if not node or (pod.get("status") or {}).get("phase") in TERMINAL:
                 continue
             self.assigned[node].append(pod)
+            self.uids[node].add(pod["metadata"].get("uid"))
             self.requested[node].update(pod_requests(pod))
             self.ports[node].extend(host_ports(pod))
             if _required_terms(pod, "podAntiAffinity"):
@@ -290,6 +292,8 @@ class _PodFacts:
     def __post_init__(self) -> None:
         spec = self.pod.get("spec") or {}
         uid = self.pod["metadata"].get("uid")
+        # the node this very Pod is bound to, if it is: explaining a bound Pod must not count it twice
+        self.home = spec.get("nodeName") if uid and uid in self.snap.uids.get(spec.get("nodeName"), ()) else None
         self.tolerations = spec.get("tolerations") or []
         self.node_selector = spec.get("nodeSelector") or {}
         node_affinity = ((spec.get("affinity") or {}).get("nodeAffinity") or {})
@@ -383,8 +387,9 @@ def _check_node(f: _PodFacts, node: dict) -> dict[str, Any]:
         reasons["node affinity"] = [REASON_NODE_AFFINITY]
 
     # NodePorts (a bound Pod explained after the fact must not clash with its own ports)
-    taken = list(f.snap.ports.get(name, ()))
-    if f.ports and _is_bound_here(f, name):
+    taken = f.snap.ports.get(name, ())
+    if f.ports and f.home == name:
+        taken = list(taken)
         for p in f.ports:
             taken.remove(p)
     clashes = [p for p in f.ports if any(_ports_conflict(p, q) for q in taken)]
@@ -394,10 +399,12 @@ def _check_node(f: _PodFacts, node: dict) -> dict[str, Any]:
 
     # NodeResourcesFit: requested vs allocatable minus what non-terminated Pods already requested
     allocatable = (node.get("status") or {}).get("allocatable") or {}
-    used = f.snap.requested.get(name, Counter())
-    bound = f.snap.assigned.get(name, [])
-    count = sum(1 for p in bound if p["metadata"].get("uid") != f.pod["metadata"].get("uid"))
-    used = _without_self(used, f, bound)
+    used = f.snap.requested.get(name) or Counter()
+    count = len(f.snap.assigned.get(name, ()))
+    if f.home == name:  # explained after the fact: take the Pod itself off its node
+        count -= 1
+        used = used.copy()
+        used.subtract(f.requests)
     short, fit_reasons = [], []
     if count + 1 > quantity(allocatable.get("pods", "0")):
         short.append(f"pods: {count} of {allocatable.get('pods', 0)} already")
@@ -430,7 +437,7 @@ def _check_node(f: _PodFacts, node: dict) -> dict[str, Any]:
             pod_aff.append(f"anti-affinity: {f.anti_counts[(key, labels[key])]} matching Pod(s) in {key}={labels[key]}")
             scheduler_reason = scheduler_reason or REASON_POD_ANTI_AFFINITY
             break
-    for key, value in labels.items():
+    for key, value in labels.items() if f.existing_anti_owners else ():
         owners = f.existing_anti_owners.get((key, value))
         if owners:
             pod_aff.append(f"repelled by anti-affinity of {', '.join(owners[:3])} in {key}={value}")
@@ -452,19 +459,6 @@ def _check_node(f: _PodFacts, node: dict) -> dict[str, Any]:
     row["PreferNoSchedule"] = ", ".join(describe_taint(t) for t in
                                         untolerated(spec.get("taints") or [], f.tolerations, ("PreferNoSchedule",)))
     return row
-
-
-def _is_bound_here(f: _PodFacts, node: str) -> bool:
-    uid = f.pod["metadata"].get("uid")
-    return bool(uid) and any(p["metadata"].get("uid") == uid for p in f.snap.assigned.get(node, ()))
-
-
-def _without_self(used: Counter, f: _PodFacts, bound: list[dict]) -> Counter:
-    uid = f.pod["metadata"].get("uid")
-    if uid and any(p["metadata"].get("uid") == uid for p in bound):
-        used = used.copy()
-        used.subtract(f.requests)
-    return used
 
 
 def check_rows(pod: dict, snap: Snapshot) -> list[dict[str, Any]]:
@@ -523,14 +517,22 @@ def unexplained_features(pod: dict) -> list[str]:
 
 
 # ---- many Pods at once ----------------------------------------------------------------------------
-_SIGNATURE_SPEC = ("nodeSelector", "affinity", "tolerations", "containers", "initContainers", "overhead")
+_SIGNATURE_SPEC = ("nodeSelector", "affinity", "tolerations", "overhead")
 
 
-def _signature(pod: dict) -> str:
-    """Everything in a Pod that filters read; Pods of one template share it, so they share one answer."""
+def _signature(pod: dict) -> str | None:
+    """Everything in a Pod that filters read; Pods of one template share it, so they share one answer.
+
+    Only the scheduling fields of containers count: their volume mounts name a per-Pod token volume.
+    A Pod bound to a node (explained after the fact) gets no signature: it is left out of its own node.
+    """
     spec = pod.get("spec") or {}
+    if spec.get("nodeName"):
+        return None
+    containers = [[c.get("name"), (c.get("resources") or {}).get("requests"), c.get("ports"), c.get("restartPolicy")]
+                  for c in (spec.get("initContainers") or []) + (spec.get("containers") or [])]
     return json.dumps([pod["metadata"].get("namespace"), pod["metadata"].get("labels") or {},
-                       [spec.get(k) for k in _SIGNATURE_SPEC]], sort_keys=True, default=str)
+                       [spec.get(k) for k in _SIGNATURE_SPEC], containers], sort_keys=True, default=str)
 
 
 def explain_all(snap: Snapshot, pods: list[dict] | None = None) -> pd.DataFrame:
@@ -543,10 +545,14 @@ def explain_all(snap: Snapshot, pods: list[dict] | None = None) -> pd.DataFrame:
     rows = []
     for pod in pods:
         key = _signature(pod)
-        if key not in memo:
+        if key is None or key not in memo:
             checked = check_rows(pod, snap)
-            memo[key] = ([r["node"] for r in checked if r["fits"]], summary(checked))
-        fits, text = memo[key]
+            answer = ([r["node"] for r in checked if r["fits"]], summary(checked))
+            if key is not None:
+                memo[key] = answer
+        else:
+            answer = memo[key]
+        fits, text = answer
         rows.append({"namespace": pod["metadata"].get("namespace"), "pod": pod["metadata"]["name"],
                      "fit nodes": len(fits), "fits": ", ".join(fits[:5]) + (" ..." if len(fits) > 5 else ""),
                      "explanation": text})
