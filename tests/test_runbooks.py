@@ -27,16 +27,28 @@ def _secrets_of(lab) -> list[str]:
 
 @pytest.fixture(scope="module")
 def executed(lab, tmp_path_factory):
+    """Every runbook run once, in order (later ones may use what earlier ones made, e.g. a snapshot);
+    a failure is kept and raised by that runbook's tests only."""
     out = tmp_path_factory.mktemp("runs")
-    results = {}
+    results: dict[str, object] = {}
     for book in BOOKS:
-        results[book.id] = runner.run(book, runner.lab_values(book, lab), output_dir=out, progress=False)
+        try:
+            results[book.id] = runner.run(book, runner.lab_values(book, lab), output_dir=out, progress=False)
+        except Exception as exc:  # noqa: BLE001 - re-raised below, per runbook
+            results[book.id] = exc
     return results
+
+
+def _result(executed, book_id):
+    result = executed[book_id]
+    if isinstance(result, Exception):
+        raise result
+    return result
 
 
 @pytest.mark.parametrize("book", BOOKS, ids=[b.id for b in BOOKS])
 def test_runbook_runs_on_the_lab(executed, book):
-    result = executed[book.id]
+    result = _result(executed, book.id)
     assert result.status == "ok"
     nb = json.loads(result.notebook.read_text())
     errors = [o for c in nb["cells"] for o in c.get("outputs", []) if o.get("output_type") == "error"]
@@ -46,7 +58,8 @@ def test_runbook_runs_on_the_lab(executed, book):
 
 @pytest.mark.parametrize("book", BOOKS, ids=[b.id for b in BOOKS])
 def test_no_secret_in_executed_notebook(executed, lab, book):
-    text = executed[book.id].notebook.read_text() + executed[book.id].html.read_text()
+    result = _result(executed, book.id)
+    text = result.notebook.read_text() + result.html.read_text()
     assert not re.search(r"-----BEGIN [A-Z ]*PRIVATE KEY-----", text)
     assert not re.search(r"eyJhbGciOi[A-Za-z0-9_-]{20,}\.", text)
     for secret in _secrets_of(lab):
@@ -54,7 +67,7 @@ def test_no_secret_in_executed_notebook(executed, lab, book):
 
 
 def test_etcd_operations_shows_watch_events_and_registry(executed):
-    nb = json.loads(executed["etcd/operations"].notebook.read_text())
+    nb = json.loads(_result(executed, "etcd/operations").notebook.read_text())
     text = json.dumps(nb)
     assert "/luffy/3" in text and "value-3" in text  # the watch saw the confirmed writes
     assert "k8s-master" in text                       # member list

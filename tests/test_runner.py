@@ -130,5 +130,9 @@ def test_every_shipped_runbook_has_documented_typed_parameters():
             assert p.help, f"{book.id}: parameter {p.name} has no help"
             assert p.type != "None", f"{book.id}: parameter {p.name} has no type"
         nb = json.loads(book.path.read_text())
+        cell = next(c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", []))
+        declared = [line.split(":")[0] for line in "".join(cell["source"]).splitlines()
+                    if line.strip() and not line.lstrip().startswith("#")]
+        assert declared == list(book.parameters), f"{book.id}: a parameter line papermill cannot parse"
         for cell in nb["cells"]:
             assert not cell.get("outputs") and not cell.get("execution_count"), f"{book.id} has outputs"
