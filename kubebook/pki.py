@@ -67,17 +67,21 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=5)
 
 
+def _builder(subject: x509.Name, issuer: x509.Name, public_key, *, days: int, ca: bool) -> x509.CertificateBuilder:
+    """What every certificate here shares: validity, basic constraints, key usage."""
+    usage = x509.KeyUsage(digital_signature=True, key_encipherment=True, key_cert_sign=ca, content_commitment=False,
+                          data_encipherment=False, key_agreement=False, crl_sign=False, encipher_only=False,
+                          decipher_only=False)
+    return (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer).public_key(public_key)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(_now()).not_valid_after(_now() + dt.timedelta(days=days))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+            .add_extension(usage, critical=True))
+
+
 def new_ca(cn: str, algorithm: str = RSA_2048) -> KeyPair:
     key = new_key(algorithm)
-    name = _name(cn)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(_now()).not_valid_after(_now() + dt.timedelta(days=CA_DAYS))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(x509.KeyUsage(digital_signature=True, key_encipherment=True, key_cert_sign=True,
-                                         content_commitment=False, data_encipherment=False,
-                                         key_agreement=False, crl_sign=False, encipher_only=False,
-                                         decipher_only=False), critical=True)
+    cert = (_builder(_name(cn), _name(cn), key.public_key(), days=CA_DAYS, ca=True)
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
             .sign(key, hashes.SHA256()))
     return KeyPair(cert, key)
@@ -86,14 +90,7 @@ def new_ca(cn: str, algorithm: str = RSA_2048) -> KeyPair:
 def sign(ca: KeyPair, public_key, cn: str, *, orgs: tuple[str, ...] = (), usages=CLIENT,
          dns: tuple[str, ...] = (), ips: tuple[str, ...] = (), days: int = CERT_DAYS) -> x509.Certificate:
     """Sign a leaf certificate for ``public_key`` with ``ca`` (what `openssl x509 -req -CA` does)."""
-    builder = (x509.CertificateBuilder().subject_name(_name(cn, orgs)).issuer_name(ca.cert.subject)
-               .public_key(public_key).serial_number(x509.random_serial_number())
-               .not_valid_before(_now()).not_valid_after(_now() + dt.timedelta(days=days))
-               .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-               .add_extension(x509.KeyUsage(digital_signature=True, key_encipherment=True, key_cert_sign=False,
-                                            content_commitment=False, data_encipherment=False,
-                                            key_agreement=False, crl_sign=False, encipher_only=False,
-                                            decipher_only=False), critical=True)
+    builder = (_builder(_name(cn, orgs), ca.cert.subject, public_key, days=days, ca=False)
                .add_extension(x509.ExtendedKeyUsage(list(usages)), critical=False)
                .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()),
                               critical=False))
