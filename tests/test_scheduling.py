@@ -40,6 +40,8 @@ def scratch(api, *, node_changes=None):
         workloads.ensure_namespace(api, namespace)
         for change in node_changes or []:
             change()
+        if node_changes:  # the scheduler's cache lags the API a little; scenarios must not race it
+            nodes.wait_scheduler_caught_up(api, namespace)
         yield namespace
     finally:
         nodes.restore(api, before)

@@ -275,3 +275,39 @@ def unchanged(api, state: dict[str, dict]) -> bool:
 def taint_each(api, taints: dict[str, str | dict | list], *, plan: Plan | None = None) -> list:
     """Taint several nodes, one step each: ``{"k8s-master": "gamble=true:NoSchedule", ...}``."""
     return [taint(api, node, spec, plan=plan) for node, spec in taints.items()]
+
+
+BARRIER_LABEL = "kubebook.io/scheduler-barrier"
+
+
+def wait_scheduler_caught_up(api, namespace: str, *, timeout: float = 60.0) -> str:
+    """Return once kube-scheduler has seen every node change made before this call.
+
+    The scheduler learns about nodes from a watch, a little after the API accepted a change; a Pod
+    created right after ``taint``/``cordon`` can still be placed by the old picture. Node events
+    arrive in order, so a probe Pod that fits only a node carrying a fresh label is bound only
+    after the scheduler saw that label, and with it every earlier node change. The probe and the
+    label are removed before returning.
+    """
+    from uuid import uuid4
+
+    from ..waits import wait_for
+    core = client.CoreV1Api(api)
+    token = uuid4().hex[:12]
+    node = sorted(n["metadata"]["name"] for n in list_nodes(api))[0]
+    name = f"scheduler-barrier-{token}"
+    core.patch_node(node, {"metadata": {"labels": {BARRIER_LABEL: token}}})
+    try:
+        core.create_namespaced_pod(namespace, {
+            "metadata": {"name": name, "labels": {"app": "kubebook-scheduler-barrier"}},
+            "spec": {"nodeSelector": {BARRIER_LABEL: token}, "tolerations": [{"operator": "Exists"}],
+                     "terminationGracePeriodSeconds": 0, "containers": [{"name": "probe", "image": "pause"}]}})
+        wait_for(api, "pods", lambda ps: bool((ps.get(name, {}).get("spec") or {}).get("nodeName")),
+                 namespace=namespace, field_selector=f"metadata.name={name}", timeout=timeout,
+                 what="the scheduler to bind its barrier Pod")
+        core.delete_namespaced_pod(name, namespace, grace_period_seconds=0)
+        wait_for(api, "pods", lambda ps: name not in ps, namespace=namespace,
+                 field_selector=f"metadata.name={name}", timeout=timeout, what="barrier Pod gone")
+    finally:
+        core.patch_node(node, {"metadata": {"labels": {BARRIER_LABEL: None}}})
+    return "scheduler has seen every node change"
