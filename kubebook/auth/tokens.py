@@ -18,7 +18,7 @@ from kubernetes.client.exceptions import ApiException
 
 from ..errors import KubebookError
 from ..safety import masked
-from .access import request
+from .access import names, request
 
 BOUND_KINDS = ("", "Pod", "Secret", "Node")
 
@@ -104,12 +104,13 @@ def request_token(api: client.ApiClient, namespace: str, service_account: str, *
     """A short-lived token for ``namespace/service_account`` (what `kubectl create token` does).
 
     ``bound_kind``/``bound_name`` (Pod, Secret or Node) tie the token to that object: it stops
-    working when the object is deleted. The expiry is the one the server returns (it may
+    working when the object is deleted. ``audiences`` is a list or a comma-separated string
+    (empty: the apiserver's own audience). The expiry is the one the server returns (it may
     shorten or lengthen the requested duration; the minimum is 10 minutes).
     """
     if bound_kind not in BOUND_KINDS:
         raise KubebookError(f"bound_kind {bound_kind!r}: use one of Pod, Secret, Node (or empty)")
-    spec: dict = {"expirationSeconds": duration_seconds, "audiences": list(audiences) or None}
+    spec: dict = {"expirationSeconds": duration_seconds, "audiences": names(audiences) or None}
     if bound_kind:
         if not bound_name:
             raise KubebookError(f"bound_kind {bound_kind} needs bound_name")

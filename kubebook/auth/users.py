@@ -34,6 +34,7 @@ from ..errors import KubebookError
 from ..plan import Plan
 from ..safety import write_private
 from ..waits import wait_for
+from .access import names
 from .certificates import certificates, identity, verify
 
 CLIENT_SIGNER = "kubernetes.io/kube-apiserver-client"
@@ -64,7 +65,7 @@ class NewUser:
 
     api: client.ApiClient
     name: str
-    groups: list[str] = field(default_factory=list)
+    groups: list[str] | str = field(default_factory=list)
     directory: Path | str = ""
     signer: str = "csr"
     expiration_seconds: int = 86400
@@ -77,7 +78,7 @@ class NewUser:
             raise KubebookError(f"signer {self.signer!r}: use one of {', '.join(SIGNERS)}")
         if not self.name:
             raise KubebookError("a user needs a name (the certificate's CN)")
-        self.groups = [g for g in self.groups if g]
+        self.groups = names(self.groups)  # a list, or "admin:luffy,dev" as a runbook parameter gives it
         self.directory = Path(self.directory or Path("~/.kube/users") / self.name).expanduser()
 
     # ---- paths ---------------------------------------------------------------------------------
