@@ -26,6 +26,7 @@ from pathlib import Path
 import pandas as pd
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.x509.oid import NameOID
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
@@ -44,7 +45,9 @@ SIGNERS = ("csr", "ca-key")
 
 def csr_pem(key, user: str, groups: list[str]) -> bytes:
     """A PKCS#10 request with CN=user and one O per group (`openssl req -subj "/O=.../CN=..."`)."""
-    request = x509.CertificateSigningRequestBuilder().subject_name(pki._name(user, tuple(groups)))
+    subject = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, g) for g in groups]
+                        + [x509.NameAttribute(NameOID.COMMON_NAME, user)])
+    request = x509.CertificateSigningRequestBuilder().subject_name(subject)
     return request.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
 
 
