@@ -121,7 +121,10 @@ def test_node_selector_and_affinity_must_both_hold():
         "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [syntax.parse_term("!disktype")]}}})
     assert fits(p, [a]) == set()
     row = check_rows(p, Snapshot(nodes=[a], pods=[]))[0]
-    assert "disktype DoesNotExist" in row["node affinity"]
+    assert row["node selector"] == "" and "term 1: disktype DoesNotExist" in row["node affinity"]
+    wrong = check_rows(pod("w", nodeSelector={"disktype": "hdd", "gpu": "yes"}), Snapshot(nodes=[a], pods=[]))[0]
+    assert wrong["node selector"] == "disktype=hdd (node has 'ssd'); gpu=yes (no such label)"
+    assert wrong["_reasons"] == ["node(s) didn't match Pod's node affinity/selector"]  # counted once
 
 
 @pytest.mark.parametrize("toleration,taint,expected", [

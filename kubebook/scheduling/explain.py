@@ -32,6 +32,7 @@ HOSTNAME = "kubernetes.io/hostname"
 CHECKS = {
     "unschedulable": "NodeUnschedulable",
     "taints": "TaintToleration",
+    "node selector": "NodeAffinity",
     "node affinity": "NodeAffinity",
     "host ports": "NodePorts",
     "resources": "NodeResourcesFit",
@@ -370,9 +371,13 @@ def _check_node(f: _PodFacts, node: dict) -> dict[str, Any]:
     if bad:
         reasons["taints"] = [REASON_TAINT]
 
-    # NodeAffinity: nodeSelector AND (any required term)
-    problems = [f"nodeSelector {k}={v} (node has {labels[k]!r})" if k in labels else f"nodeSelector {k}={v} (no label)"
-                for k, v in f.node_selector.items() if labels.get(k) != v]
+    # NodeAffinity: nodeSelector AND (any required term); one plugin, one reason, two columns
+    mismatched = [f"{k}={v} (node has {labels[k]!r})" if k in labels else f"{k}={v} (no such label)"
+                  for k, v in f.node_selector.items() if labels.get(k) != v]
+    row["node selector"] = "; ".join(mismatched)
+    if mismatched:
+        reasons["node selector"] = [REASON_NODE_AFFINITY]
+    problems = []
     if f.required_node is not None and not any(node_term_matches(t, node) for t in f.required_node):
         failed = []
         for i, term in enumerate(f.required_node, 1):
@@ -381,7 +386,7 @@ def _check_node(f: _PodFacts, node: dict) -> dict[str, Any]:
             misses += [describe_requirement(r) for r in term.get("matchFields") or []
                        if not requirement_matches(r, {"metadata.name": name})]
             failed.append(f"term {i}: " + ("; ".join(misses) or "empty term matches nothing"))
-        problems.append("required affinity: " + " | ".join(failed))
+        problems.append(" | ".join(failed))
     row["node affinity"] = "; ".join(problems)
     if problems:
         reasons["node affinity"] = [REASON_NODE_AFFINITY]
