@@ -160,6 +160,8 @@ def test_requests_count_init_containers_sidecars_and_overhead():
                              "resources": {"requests": {"cpu": "200m", "memory": "64Mi"}}}])
     # containers + sidecar = 700m; the first init step alone needs 1 CPU; plus 100m overhead
     assert pod_requests(p) == {"cpu": 1100, "memory": 2**30 + 64 * 2**20}
+    pod_level = pod("q", requests={"cpu": "500m", "memory": "1Gi"}, resources={"requests": {"cpu": "2"}})
+    assert pod_requests(pod_level) == {"cpu": 2000, "memory": 2**30}
     assert quantity("1.5", "cpu") == 1500 and quantity("100m", "cpu") == 100 and quantity("1e3") == 1000
     assert quantity("4Gi") == 4 * 2**30 and quantity("500M") == 500_000_000 and quantity("1m", "cpu") == 1
 

@@ -83,7 +83,8 @@ def format_quantity(amount: int, resource: str) -> str:
 
 
 def pod_requests(pod: dict) -> dict[str, int]:
-    """What the Pod asks of a node: max(sum of containers + sidecars, each init step) plus overhead."""
+    """What the Pod asks of a node: max(sum of containers + sidecars, each init step), or the Pod-level
+    requests where set, plus overhead."""
     spec = pod.get("spec") or {}
 
     def requests_of(container: dict) -> Counter:
@@ -106,6 +107,9 @@ def pod_requests(pod: dict) -> dict[str, int]:
     total.update(sidecars)
     for r, v in init_peak.items():
         total[r] = max(total[r], v)
+    # pod-level resources (PodLevelResources, on by default since 1.34) replace the containers' sum
+    for r, v in ((spec.get("resources") or {}).get("requests") or {}).items():
+        total[r] = quantity(v, r)
     for r, v in (spec.get("overhead") or {}).items():
         total[r] += quantity(v, r)
     return {r: v for r, v in total.items() if v}
@@ -522,7 +526,7 @@ def unexplained_features(pod: dict) -> list[str]:
 
 
 # ---- many Pods at once ----------------------------------------------------------------------------
-_SIGNATURE_SPEC = ("nodeSelector", "affinity", "tolerations", "overhead")
+_SIGNATURE_SPEC = ("nodeSelector", "affinity", "tolerations", "overhead", "resources")
 
 
 def _signature(pod: dict) -> str | None:
