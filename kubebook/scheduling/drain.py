@@ -164,8 +164,9 @@ def _budget_changed():
 
 def drain(api, node: str, *, plan: Plan | None = None, ignore_daemonsets: bool = True,
           delete_emptydir_data: bool = False, force: bool = False, timeout: float = 120.0,
-          progress: bool = True) -> pd.DataFrame | None:
-    """Cordon ``node`` and evict its Pods (see the module doc); returns one row per Pod with its outcome.
+          progress: bool = True) -> pd.DataFrame:
+    """Cordon ``node`` and evict its Pods (see the module doc); returns one row per Pod with its outcome
+    (in a dry run: the :func:`drain_preview` of what would happen to each Pod, and why).
 
     Refuses before changing anything when a Pod may not be evicted with these options.
     """
@@ -192,9 +193,11 @@ def drain(api, node: str, *, plan: Plan | None = None, ignore_daemonsets: bool =
             result.loc[result["outcome"] == "evicted", "detail"] = "eviction accepted, Pod still terminating"
         return result
 
-    return _step(plan, f"drain-{node}", f"evict {len(targets)} Pod(s) from {node} through the Eviction API "
-                 f"(PodDisruptionBudgets honoured, blocked ones reported after {timeout:.0f}s)", act,
-                 f"kubectl drain {node} {flags} --timeout={timeout:.0f}s".replace("  ", " "))
+    result = _step(plan, f"drain-{node}", f"evict {len(targets)} Pod(s) from {node} through the Eviction API "
+                   f"(PodDisruptionBudgets honoured, blocked ones reported after {timeout:.0f}s)", act,
+                   f"kubectl drain {node} {flags} --timeout={timeout:.0f}s".replace("  ", " "))
+    # a dry run answers with what it would do to each Pod, and why
+    return preview if plan is not None and plan.dry_run else result
 
 
 def pod_disruption_budget(api, namespace: str, name: str, *, selector: dict, min_available: int | str | None = None,
