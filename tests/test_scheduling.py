@@ -25,6 +25,7 @@ NODES = ["k8s-master", "k8s-slave1", "k8s-slave2"]
 SLAVES = {"k8s-slave1", "k8s-slave2"}
 _names = itertools.count()
 OWN = "only the node it is bound to"  # explained after the fact, its twins now occupy the other nodes
+AGREE = "no fixed answer"  # depends on where the scheduler put the others; only the agreement is checked
 
 
 @contextlib.contextmanager
@@ -86,7 +87,7 @@ def run_scenario(api, namespace, pods, expected):
         fits = {r["node"] for r in rows if r["fits"]}
         bound = live["spec"].get("nodeName")
         verdicts[name] = (fits, bound)
-        want = {bound} if expected[name] == OWN else expected[name]
+        want = {bound} if expected[name] == OWN else fits if expected[name] == AGREE else expected[name]
         assert fits == want, f"{name}: we say {sorted(fits)}, scenario expects {sorted(want)}"
         if bound:
             assert bound in fits, f"{name}: scheduler chose {bound}, we say only {sorted(fits)} fit"
@@ -188,6 +189,28 @@ def test_agreement_resources_and_host_ports(api):
             pod("port-other", ports=[9090]),
         ], expected={"cpu-1": OWN, "cpu-2": OWN, "cpu-3": set(), "small": SLAVES, "memory-big": set(),
                      "port-1": OWN, "port-2": OWN, "port-3": set(), "port-other": SLAVES})
+
+
+def test_agreement_topology_spread(api):
+    def spread(selector, **extra):
+        return [{"maxSkew": 1, "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "DoNotSchedule",
+                 "labelSelector": {"matchLabels": selector}, **extra}]
+
+    def spread_pod(name, group, **extra):
+        body = pod(name, labels={"group": group})
+        body["spec"]["topologySpreadConstraints"] = spread({"group": group}, **extra)
+        return body
+
+    with scratch(api) as ns:
+        run_scenario(api, ns, [
+            # tainted k8s-master still counts as an empty domain (nodeTaintsPolicy defaults to Ignore)
+            spread_pod("ignore-1", "ignore"), spread_pod("ignore-2", "ignore"), spread_pod("ignore-3", "ignore"),
+            # with Honor it does not: the third replica may join either slave
+            spread_pod("honor-1", "honor", nodeTaintsPolicy="Honor"),
+            spread_pod("honor-2", "honor", nodeTaintsPolicy="Honor"),
+            spread_pod("honor-3", "honor", nodeTaintsPolicy="Honor"),
+        ], expected={"ignore-1": OWN, "ignore-2": OWN, "ignore-3": set(),
+                     "honor-1": AGREE, "honor-2": AGREE, "honor-3": SLAVES})
 
 
 def test_agreement_cordon(api):

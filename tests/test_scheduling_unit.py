@@ -240,14 +240,44 @@ def test_pod_affinity_needs_a_match_except_for_the_first_of_a_self_affine_group(
 
 def test_scheduler_style_summary_and_caveats():
     a, b = node("a", taints=[{"key": "k", "effect": "NoSchedule"}]), node("b", labels={"x": "1"})
-    p = pod("p", nodeSelector={"x": "2"}, topologySpreadConstraints=[{"maxSkew": 1, "topologyKey": "zone",
-                                                                      "whenUnsatisfiable": "DoNotSchedule"}])
+    p = pod("p", nodeSelector={"x": "2"}, volumes=[{"name": "data", "persistentVolumeClaim": {"claimName": "d"}}])
     rows = check_rows(p, Snapshot(nodes=[a, b], pods=[]))
     assert summary(rows) == ("0/2 nodes are available: 1 node(s) didn't match Pod's node affinity/selector, "
                              "1 node(s) had untolerated taint(s).")
     assert scheduler_summary("0/2 nodes are available: 2 Insufficient cpu. preemption: 0/2 nodes are available: "
                              "2 No preemption victims found.") == "0/2 nodes are available: 2 Insufficient cpu."
-    assert any("topologySpreadConstraints" in c for c in unexplained_features(p))
+    assert any("PersistentVolumeClaims" in c for c in unexplained_features(p))
+
+
+def _spread(selector="app=s", key="kubernetes.io/hostname", **extra):
+    return {"maxSkew": 1, "topologyKey": key, "whenUnsatisfiable": "DoNotSchedule",
+            "labelSelector": syntax.parse_label_selector(selector), **extra}
+
+
+def test_topology_spread_counts_eligible_domains_and_the_pod_itself():
+    tainted = node("m", taints=[{"key": "role", "effect": "NoSchedule"}])
+    a, b = node("a"), node("b")
+    placed = [pod("s1", labels={"app": "s"}, node_name="a", phase="Running"),
+              pod("s2", labels={"app": "s"}, node_name="b", phase="Running")]
+    # nodeTaintsPolicy Ignore (default): the tainted node is a domain with 0 Pods, so a and b are at skew 2
+    third = pod("s3", labels={"app": "s"}, topologySpreadConstraints=[_spread()])
+    rows = {r["node"]: r for r in check_rows(third, Snapshot(nodes=[tainted, a, b], pods=placed))}
+    assert not any(r["fits"] for r in rows.values())
+    assert rows["a"]["topology spread"] == "kubernetes.io/hostname=a: skew 2 > maxSkew 1 (1 here, fewest 0)"
+    assert rows["a"]["scheduler reason"] == "node(s) didn't match pod topology spread constraints"
+    # nodeTaintsPolicy Honor leaves the tainted node out: the fewest is 1, skew 1 is allowed
+    honour = pod("s4", labels={"app": "s"}, topologySpreadConstraints=[_spread(nodeTaintsPolicy="Honor")])
+    assert fits(honour, [tainted, a, b], placed) == {"a", "b"}
+    # a node without the topology key fails with its own reason; a Pod the selector misses adds no skew
+    zone = pod("z", labels={"app": "other"}, topologySpreadConstraints=[_spread(key="zone")])
+    row = check_rows(zone, Snapshot(nodes=[a], pods=placed))[0]
+    assert row["scheduler reason"] == "node(s) didn't match pod topology spread constraints (missing required label)"
+    # minDomains larger than the domains there are makes the fewest 0
+    few = pod("f", labels={"app": "s"}, topologySpreadConstraints=[_spread(nodeTaintsPolicy="Honor", minDomains=3)])
+    assert fits(few, [tainted, a, b], placed) == set()
+    # explained after the fact, a bound Pod does not count itself: a has 0 others, b has 1, so only a
+    bound = {**placed[0], "spec": {**placed[0]["spec"], "topologySpreadConstraints": [_spread()]}}
+    assert fits(bound, [tainted, a, b], [bound, placed[1]]) == {"a"}
 
 
 # ---- syntax ------------------------------------------------------------------------------------------

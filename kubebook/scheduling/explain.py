@@ -11,8 +11,8 @@ one Pod against every node in memory:
 
 The checks follow kube-scheduler's default filter plugins, in its order: NodeUnschedulable,
 TaintToleration, NodeAffinity (nodeSelector + required node affinity), NodePorts,
-NodeResourcesFit and InterPodAffinity. Volume, topology-spread and DRA filters are not
-recomputed; a Pod that uses them is flagged (see :func:`unexplained_features`).
+NodeResourcesFit, PodTopologySpread (DoNotSchedule constraints) and InterPodAffinity. Volume
+and DRA filters are not recomputed; a Pod that uses them is flagged (see :func:`unexplained_features`).
 """
 from __future__ import annotations
 
@@ -36,6 +36,7 @@ CHECKS = {
     "node affinity": "NodeAffinity",
     "host ports": "NodePorts",
     "resources": "NodeResourcesFit",
+    "topology spread": "PodTopologySpread",
     "pod affinity": "InterPodAffinity",
 }
 
@@ -49,6 +50,8 @@ REASON_POD_AFFINITY = "node(s) didn't match pod affinity rules"
 REASON_POD_ANTI_AFFINITY = "node(s) didn't match pod anti-affinity rules"
 REASON_EXISTING_ANTI_AFFINITY = "node(s) didn't satisfy existing pods anti-affinity rules"
 REASON_TOO_MANY_PODS = "Too many pods"
+REASON_SPREAD = "node(s) didn't match pod topology spread constraints"
+REASON_SPREAD_LABEL = REASON_SPREAD + " (missing required label)"
 
 
 # ---- quantities ---------------------------------------------------------------------------------
@@ -351,6 +354,52 @@ class _PodFacts:
                     self.existing_anti_owners[pair].append(f"{other['metadata'].get('namespace')}/"
                                                            f"{other['metadata']['name']}")
         self.labels = labels
+        self.spread = self._spread_counts(spec)
+
+    def _spread_counts(self, spec: dict) -> list[dict]:
+        """PodTopologySpread's PreFilter: matching Pods per domain over the eligible nodes.
+
+        Eligible: matches the Pod's nodeSelector/required affinity (nodeAffinityPolicy Honor, the
+        default) and, only with nodeTaintsPolicy Honor, tolerated taints; and carries every
+        constraint's topology key. Fewer domains than minDomains makes the global minimum 0.
+        """
+        hard = [c for c in spec.get("topologySpreadConstraints") or []
+                if c.get("whenUnsatisfiable", "DoNotSchedule") == "DoNotSchedule"]
+        if not hard:
+            return []
+        keys = [c["topologyKey"] for c in hard]
+        ns, uid = self.pod["metadata"].get("namespace"), self.pod["metadata"].get("uid")
+        result = []
+        for c in hard:
+            counts: Counter = Counter()
+            for node in self.snap.nodes:
+                labels = node["metadata"].get("labels") or {}
+                if not all(k in labels for k in keys):
+                    continue
+                if c.get("nodeAffinityPolicy", "Honor") == "Honor" and not _node_affinity_ok(self, node):
+                    continue
+                if c.get("nodeTaintsPolicy", "Ignore") == "Honor" and \
+                        untolerated((node.get("spec") or {}).get("taints") or [], self.tolerations):
+                    continue
+                domain = labels[c["topologyKey"]]
+                counts[domain] += sum(
+                    1 for p in self.snap.assigned.get(node["metadata"]["name"], ())
+                    if p["metadata"].get("namespace") == ns and not p["metadata"].get("deletionTimestamp")
+                    and p["metadata"].get("uid") != uid
+                    and label_selector_matches(c.get("labelSelector"), p["metadata"].get("labels") or {}))
+            minimum = min(counts.values()) if counts else 0
+            if len(counts) < (c.get("minDomains") or 1):
+                minimum = 0
+            result.append({"key": c["topologyKey"], "max_skew": c["maxSkew"], "counts": counts, "min": minimum,
+                           "self": int(label_selector_matches(c.get("labelSelector"), self.labels))})
+        return result
+
+
+def _node_affinity_ok(f: "_PodFacts", node: dict) -> bool:
+    labels = node["metadata"].get("labels") or {}
+    if any(labels.get(k) != v for k, v in f.node_selector.items()):
+        return False
+    return f.required_node is None or any(node_term_matches(t, node) for t in f.required_node)
 
 
 def _check_node(f: _PodFacts, node: dict) -> dict[str, Any]:
@@ -428,6 +477,22 @@ def _check_node(f: _PodFacts, node: dict) -> dict[str, Any]:
     row["resources"] = "; ".join(short)
     if fit_reasons:
         reasons["resources"] = fit_reasons
+
+    # PodTopologySpread (DoNotSchedule constraints): skew = matching Pods in this node's domain
+    # (+1 for the Pod itself when it matches) minus the fewest in any eligible domain
+    spread, spread_reason = [], ""
+    for c in f.spread:
+        if c["key"] not in labels:
+            spread, spread_reason = [f"node lacks topology label {c['key']}"], REASON_SPREAD_LABEL
+            break
+        skew = c["counts"].get(labels[c["key"]], 0) + c["self"] - c["min"]
+        if skew > c["max_skew"]:
+            spread.append(f"{c['key']}={labels[c['key']]}: skew {skew} > maxSkew {c['max_skew']} "
+                          f"({c['counts'].get(labels[c['key']], 0)} here, fewest {c['min']})")
+            spread_reason = spread_reason or REASON_SPREAD
+    row["topology spread"] = "; ".join(spread)
+    if spread_reason:
+        reasons["topology spread"] = [spread_reason]
 
     # InterPodAffinity: the Pod's affinity, its anti-affinity, then existing Pods' anti-affinity
     pod_aff = []
@@ -513,9 +578,6 @@ def unexplained_features(pod: dict) -> list[str]:
     notes = []
     if any("persistentVolumeClaim" in v or "ephemeral" in v for v in spec.get("volumes") or []):
         notes.append("PersistentVolumeClaims (VolumeBinding, VolumeZone, NodeVolumeLimits)")
-    if any(c.get("whenUnsatisfiable", "DoNotSchedule") == "DoNotSchedule"
-           for c in spec.get("topologySpreadConstraints") or []):
-        notes.append("topologySpreadConstraints with DoNotSchedule")
     if spec.get("resourceClaims"):
         notes.append("resourceClaims (DynamicResources)")
     if spec.get("schedulingGates"):
@@ -526,7 +588,7 @@ def unexplained_features(pod: dict) -> list[str]:
 
 
 # ---- many Pods at once ----------------------------------------------------------------------------
-_SIGNATURE_SPEC = ("nodeSelector", "affinity", "tolerations", "overhead", "resources")
+_SIGNATURE_SPEC = ("nodeSelector", "affinity", "tolerations", "overhead", "resources", "topologySpreadConstraints")
 
 
 def _signature(pod: dict) -> str | None:
