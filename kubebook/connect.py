@@ -1,8 +1,10 @@
 """Connecting to a cluster: a kubeconfig and context, or in-cluster when run as a Job."""
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
+from urllib.parse import urlencode
 
 from kubernetes import client, config
 
@@ -46,3 +48,20 @@ def current_context(kubeconfig: str | os.PathLike | None = None) -> str | None:
         return active["name"]
     except (config.ConfigException, FileNotFoundError, TypeError):
         return None
+
+
+def raw_request(api: client.ApiClient, method: str, path: str, *, body: dict | None = None,
+                content_type: str = "application/json", query: dict | None = None,
+                timeout: float = 30.0) -> tuple[int, bytes]:
+    """One request on ``api``'s own connection pool and credentials, without the generated
+    client's (de)serialisation. For bulk writes: the generated client spends about 9 ms of CPU
+    per request on this 2-core machine, this path about 1 ms, and the apiserver wants that CPU."""
+    cfg = api.configuration
+    headers = {"Content-Type": content_type, "Accept": "application/json", **api.default_headers}
+    for setting in cfg.auth_settings().values():  # bearer tokens (refreshed by the client's hook)
+        if setting.get("in") == "header" and setting.get("value"):
+            headers[setting["key"]] = setting["value"]
+    url = cfg.host + path + ("?" + urlencode(query) if query else "")
+    resp = api.rest_client.pool_manager.request(method, url, headers=headers, timeout=timeout,
+                                                body=json.dumps(body).encode() if body is not None else None)
+    return resp.status, resp.data

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import json
 import os
 import tempfile
 import threading
@@ -24,6 +25,7 @@ from kubernetes import client
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import NotFoundError, ResourceNotFoundError
 
+from ..connect import raw_request
 from ..errors import KubebookError
 from ..safety import mask
 from ..waits import wait_for
@@ -285,10 +287,13 @@ class Cluster:
         return {o["metadata"]["name"]: o for o in items}
 
     def apply(self, item: Item, *, force: bool) -> None:
-        """Server-side apply ``item.body``; the response is not parsed (that costs more than the request)."""
-        res = self.resource(item)
-        self.dynamic.server_side_apply(res, body=item.body, name=item.name, namespace=item.namespace or None,
-                                       field_manager=FIELD_MANAGER, force_conflicts=force, serialize=False)
+        """Server-side apply ``item.body`` (PATCH application/apply-patch+yaml; JSON is valid YAML)."""
+        path = self.resource(item).path(name=item.name, namespace=item.namespace or None)
+        query = {"fieldManager": FIELD_MANAGER, **({"force": "true"} if force else {})}
+        status, data = raw_request(self.api, "PATCH", path, body=item.body, query=query,
+                                   content_type="application/apply-patch+yaml")
+        if status >= 300:
+            raise RecoveryError(_status_message(status, data))
 
 
 def _yaml(obj: dict) -> list[str]:
@@ -386,11 +391,17 @@ def _wait_established(api: client.ApiClient, names: list[str], timeout: float) -
         raise RecoveryError(f"CRDs not established within {timeout:.0f}s: {', '.join(sorted(pending))}")
 
 
+def _status_message(status: int, data: bytes) -> str:
+    try:
+        return f"{status}: {json.loads(data).get('message', '')}"[:300]
+    except ValueError:
+        return f"{status}: {data[:200]!r}"
+
+
 def _api_message(exc: Exception) -> str:
     body = getattr(exc, "body", None)
     if body:
         try:
-            import json
             return json.loads(body).get("message", str(exc))[:300]
         except ValueError:
             pass
