@@ -98,3 +98,16 @@ def test_cleaning_rules_on_recorded_objects():
     pvc = recover.clean({"kind": "PersistentVolumeClaim", "metadata": {"name": "c", "annotations": {
         "pv.kubernetes.io/bind-completed": "yes", "team": "db"}, "finalizers": ["kubernetes.io/pvc-protection"]}})
     assert pvc["metadata"] == {"name": "c", "annotations": {"team": "db"}}
+
+
+def test_a_rejected_object_is_reported_and_the_rest_still_applied(api):
+    cluster = recover.Cluster(api)
+    good = recover.Item(kind="ConfigMap", name="apply-ok", namespace="default", api_version="v1", action="create",
+                        body={"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "apply-ok"},
+                              "data": {"k": "v"}}, rank=11)
+    bad = recover.Item(kind="ConfigMap", name="Not_A_Valid_Name", namespace="default", api_version="v1",
+                       action="create", body={"apiVersion": "v1", "kind": "ConfigMap",
+                                              "metadata": {"name": "Not_A_Valid_Name"}}, rank=11)
+    recover.apply([bad, good], cluster, progress=False)
+    assert good.result == "created"
+    assert bad.result.startswith("failed: 422") and "Not_A_Valid_Name" in bad.result
