@@ -353,8 +353,8 @@ class Lab:
                     f"--tls-cert-file={pki}/apiserver.crt", f"--tls-private-key-file={pki}/apiserver.key",
                     # the `kubernetes` Service cannot point at a loopback address; nothing in the lab needs it
                     "--endpoint-reconciler-type=none"]
-        common = [f"--authentication-kubeconfig={{conf}}", f"--authorization-kubeconfig={{conf}}",
-                  f"--kubeconfig={{conf}}", f"--bind-address={LOOPBACK}",
+        common = ["--authentication-kubeconfig={conf}", "--authorization-kubeconfig={conf}",
+                  "--kubeconfig={conf}", f"--bind-address={LOOPBACK}",
                   f"--secure-port={p.get(component, 0)}", f"--client-ca-file={pki}/ca.crt",
                   f"--requestheader-client-ca-file={pki}/front-proxy-ca.crt",
                   # one instance per lab: skipping the election avoids waiting out a stale lease on restart

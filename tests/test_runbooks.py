@@ -1,11 +1,11 @@
 """Every shipped runbook, executed headlessly on the lab; no secret reaches its outputs."""
 from __future__ import annotations
 
-import base64
 import json
 import re
 
 import pytest
+import yaml
 
 from kubebook import runner
 
@@ -20,8 +20,8 @@ def _secrets_of(lab) -> list[str]:
     for key_file in lab.pki.root.rglob("*.key"):
         body = "".join(l for l in key_file.read_text().splitlines() if "-----" not in l)
         found += [body[:60], body[-60:]]
-    user = json.loads(json.dumps(__import__("yaml").safe_load(lab.kubeconfig.read_text())))
-    found.append(user["users"][0]["user"]["client-key-data"][:60])
+    config = yaml.safe_load(lab.kubeconfig.read_text())
+    found.append(config["users"][0]["user"]["client-key-data"][:60])
     return found
 
 
