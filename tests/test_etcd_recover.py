@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 
+from conftest import cluster_objects, remove_new_objects
 from kubebook.etcd import decode, recover, rehearsal
 
 pytestmark = pytest.mark.lab
@@ -14,15 +15,17 @@ KINDS = {"Deployment", "Service", "ConfigMap", "Secret", "ServiceAccount", "Role
 
 @pytest.fixture(scope="module")
 def recovered(lab, api):
+    before = cluster_objects(api)
     taken = rehearsal.prepare(lab.name, NAMESPACE)
     originals = {(r.kind, r.object["metadata"]["name"]): r.object for r in decode.read_snapshot(taken.path)
                  if r.object and r.object["metadata"].get("namespace") == NAMESPACE}
     items, cluster = recover.plan_from_snapshot(taken.path, NAMESPACE, api)
-    before = {(i.kind, i.name): i.action for i in items}
+    before_actions = {(i.kind, i.name): i.action for i in items}
     recover.apply(items, cluster, progress=False)
     settled = recover.wait_settled(api, items)
-    yield {"snapshot": taken.path, "originals": originals, "before": before, "items": items, "settled": settled,
-           "cluster": cluster}
+    yield {"snapshot": taken.path, "originals": originals, "before": before_actions, "items": items,
+           "settled": settled, "cluster": cluster}
+    remove_new_objects(api, before)
 
 
 def test_every_kind_was_absent_and_is_created(recovered):

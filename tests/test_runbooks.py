@@ -7,6 +7,7 @@ import re
 import pytest
 import yaml
 
+from conftest import cluster_objects, remove_new_objects
 from kubebook import runner
 
 pytestmark = pytest.mark.lab
@@ -30,13 +31,16 @@ def executed(lab, tmp_path_factory):
     """Every runbook run once, in order (later ones may use what earlier ones made, e.g. a snapshot);
     a failure is kept and raised by that runbook's tests only."""
     out = tmp_path_factory.mktemp("runs")
+    api = lab.api_client()
+    before = cluster_objects(api)
     results: dict[str, object] = {}
     for book in BOOKS:
         try:
             results[book.id] = runner.run(book, runner.lab_values(book, lab), output_dir=out, progress=False)
         except Exception as exc:  # noqa: BLE001 - re-raised below, per runbook
             results[book.id] = exc
-    return results
+    yield results
+    remove_new_objects(api, before)
 
 
 def _result(executed, book_id):
