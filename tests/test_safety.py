@@ -2,10 +2,17 @@ import base64
 import os
 import stat
 
-from kubebook import safety
+from kubebook import pki, safety
 
-PEM = "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEAtest\nabc\n-----END RSA PRIVATE KEY-----"
-JWT = "eyJhbGciOiJSUzI1NiIsImtpZCI6IjEifQ.eyJzdWIiOiJzeXN0ZW06c2EifQ.c2lnbmF0dXJlc2lnbmF0dXJl"
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+# Made at run time, so that no key or token is ever committed (not even a fake one).
+PEM = pki.private_pem(pki.new_key(pki.ECDSA_P256)).decode()
+JWT = ".".join(_b64url(part) for part in (b'{"alg":"RS256","kid":"1"}', b'{"sub":"system:serviceaccount:a:b"}',
+                                          b"signature-bytes-for-the-test"))
 
 
 def test_secret_object_data_is_masked_with_length_only():
@@ -42,7 +49,8 @@ def test_kubeconfig_key_and_token_are_masked():
 def test_free_text_private_key_jwt_and_bearer_are_masked():
     text = f"key:\n{PEM}\ntoken {JWT}\nAuthorization: Bearer abcdefghijkl\npassword=s3cret"
     out = safety.mask_text(text)
-    assert "MIIEowIBAAKCAQEA" not in out and JWT not in out
+    body = PEM.splitlines()[1]
+    assert body not in out and JWT not in out
     assert "abcdefghijkl" not in out and "s3cret" not in out
     assert "PRIVATE KEY" in out  # the reader still sees that a key was there
 
