@@ -338,6 +338,11 @@ def _judge(item: Item, live: dict | None) -> None:
         item.reason = f"{sum(1 for l in item.diff.splitlines() if l[:1] in '+-') - 2} changed lines"
 
 
+def to_apply(items: list[Item], *, overwrite: bool = False) -> list[Item]:
+    """What an apply would write: absent objects, and differing ones when ``overwrite``."""
+    return [i for i in items if i.action == "create" or (i.action == "differs" and overwrite)]
+
+
 def apply(items: list[Item], cluster: Cluster, *, overwrite: bool = False, workers: int = 8,
           timeout: float = 60.0, progress: bool = True) -> None:
     """Apply in order: each rank (CRDs, Namespace, ..., custom resources) after the previous one.
@@ -346,7 +351,7 @@ def apply(items: list[Item], cluster: Cluster, *, overwrite: bool = False, worke
     Established before their custom resources are applied.
     """
     from tqdm.auto import tqdm
-    todo = [i for i in items if i.action == "create" or (i.action == "differs" and overwrite)]
+    todo = to_apply(items, overwrite=overwrite)
     for i in items:
         if i.action == "differs" and not overwrite:
             i.result = "kept live version (overwrite=False)"

@@ -230,6 +230,15 @@ def control_plane(*, lab: str = "", node: str = "", manifests: str = str(KUBEADM
                                cacert=cacert, cert=cert, key=key, kubeconfig=admin_kubeconfig)
 
 
+def rehearsal_snapshot(target, snapshot_dir: str, lab: str) -> str:
+    """Lab only: a snapshot taken now, for a restore rehearsal."""
+    if not lab:
+        raise RestoreError("rehearse=True only runs on a kubebook lab (set lab=...)")
+    from .snapshot import resolve_dir
+    with target.etcd() as etcd:
+        return save(etcd, resolve_dir(snapshot_dir, lab), progress=False).path
+
+
 # ---- the full restore ---------------------------------------------------------------------
 def verify(control_plane) -> pd.DataFrame:
     """After a restore: etcd health, key count, and objects readable through the API."""
