@@ -25,9 +25,9 @@ def baseline(name: str) -> float:
     started = time.monotonic()
     deadline = started + 120
     lab.start_component("etcd")
-    lab._wait("etcd", lab._etcd_ready, deadline)
+    lab.wait_ready("etcd", deadline=deadline)
     lab.start_component("kube-apiserver")
-    lab._wait("kube-apiserver", lab._apiserver_ready, deadline)
+    lab.wait_ready("kube-apiserver", deadline=deadline)
     took = time.monotonic() - started
     lab.down(log=lambda m: None)
     return took

@@ -13,6 +13,7 @@ Every process the lab starts is recorded with its PID and start time in ``state.
 """
 from __future__ import annotations
 
+import base64
 import contextlib
 import fcntl
 import json
@@ -35,6 +36,7 @@ from kubernetes import client as k8s  # imported here, not while the lab is star
 from . import binaries, kubeconfig as kcfg, versions
 from .errors import LabError
 from .pki import ClusterPKI
+from .safety import write_private
 
 LOOPBACK = "127.0.0.1"
 CLUSTER_CIDR = "10.244.0.0/16"
@@ -66,7 +68,7 @@ def node_names(count: int) -> list[str]:
     return [MASTER] + [f"k8s-slave{i}" for i in range(1, count)]
 
 
-def _free_port() -> int:
+def free_loopback_port() -> int:
     with socket.socket() as s:
         s.bind((LOOPBACK, 0))
         return s.getsockname()[1]
@@ -266,12 +268,11 @@ class Lab:
             # the rest -> apiserver) until it answers, so their start-ups overlap.
             for c in COMPONENTS:
                 self._start(c, log)
-            self._wait("etcd", self._etcd_ready, deadline)
-            self._wait("kube-apiserver", self._apiserver_ready, deadline)
+            for c in ("etcd", "kube-apiserver"):
+                self.wait_ready(c, deadline=deadline)
             self._phase("nodes", log, self._ensure_nodes)
-            for c, probe in (("kube-controller-manager", self._component_healthy),
-                             ("kube-scheduler", self._component_healthy), ("kwok", self._kwok_healthy)):
-                self._wait(c, lambda c=c, probe=probe: probe(c), deadline)
+            for c in ("kube-controller-manager", "kube-scheduler", "kwok"):
+                self.wait_ready(c, deadline=deadline)
             self._phase("wait-ready", log, lambda: self._wait_ready(deadline))
             self._save()
         return self
@@ -294,7 +295,7 @@ class Lab:
             running = self.component_state(owner) == "running"
             if name in self.ports and (running or _port_free(self.ports[name])):
                 continue
-            self.ports[name] = _free_port()
+            self.ports[name] = free_loopback_port()
         self._save()
 
     def _ensure_kubeconfigs(self) -> None:
@@ -429,13 +430,15 @@ class Lab:
             _wait_gone(proc, 5)
         return True
 
-    def _wait(self, component: str, probe: Callable[[], bool], deadline: float) -> None:
+    def wait_ready(self, component: str, *, deadline: float | None = None, timeout: float = 60.0) -> None:
+        """Block until ``component`` answers its health check; fail at once if it exits."""
+        deadline = deadline if deadline is not None else time.monotonic() + timeout
         delay = 0.05
         while True:
             if self.component_state(component) != "running":
                 raise LabError(f"{component} exited during start-up; last log line: "
                                f"{_last_line(self.log_file(component))} (log: {self.log_file(component)})")
-            if probe():
+            if self.healthy(component):
                 return
             if time.monotonic() > deadline:
                 raise LabError(f"{component} not ready before the timeout; see {self.log_file(component)}")
@@ -459,36 +462,29 @@ class Lab:
         except (urllib.error.URLError, OSError):
             return 0, b""
 
-    def _etcd_ready(self) -> bool:
-        code, body = self._get(f"{self.etcd_endpoint}/health",
-                               self._tls(self.etcd_ca, self.etcd_cert, self.etcd_key))
-        return code == 200 and b'"health":"true"' in body
-
-    def _admin_tls(self) -> ssl.SSLContext:
-        return self._tls(self.pki.ca_crt, *self._admin_cert_files())
+    def healthy(self, component: str) -> bool:
+        """One health check: etcd /health with a client certificate, the apiserver's /readyz as
+        admin, the controllers' /healthz, kwok's /healthz."""
+        if component == "etcd":
+            code, body = self._get(f"{self.etcd_endpoint}/health",
+                                   self._tls(self.etcd_ca, self.etcd_cert, self.etcd_key))
+            return code == 200 and b'"health":"true"' in body
+        if component == "kube-apiserver":
+            url, ctx = f"{self.server}/readyz", self._tls(self.pki.ca_crt, *self._admin_cert_files())
+        elif component == "kwok":
+            url, ctx = f"http://{LOOPBACK}:{self.ports['kwok']}/healthz", None
+        else:  # self-signed serving certificates generated in memory: nothing to verify against
+            url, ctx = f"https://{LOOPBACK}:{self.ports[component]}/healthz", self._tls(None, None, None)
+        return self._get(url, ctx)[0] == 200
 
     def _admin_cert_files(self) -> tuple[Path, Path]:
         """The admin client cert/key as files (urllib cannot take them from memory)."""
         cert, key = self.dir / ".admin-client.crt", self.dir / ".admin-client.key"
         if not cert.exists():
-            import base64
-            from .safety import write_private
             user = kcfg.load(self.kubeconfig)["users"][0]["user"]
             write_private(key, base64.b64decode(user["client-key-data"]))
             cert.write_bytes(base64.b64decode(user["client-certificate-data"]))
         return cert, key
-
-    def _apiserver_ready(self) -> bool:
-        code, _ = self._get(f"{self.server}/readyz", self._admin_tls())
-        return code == 200
-
-    def _component_healthy(self, component: str) -> bool:
-        code, _ = self._get(f"https://{LOOPBACK}:{self.ports[component]}/healthz", self._tls(None, None, None))
-        return code == 200
-
-    def _kwok_healthy(self, component: str) -> bool:
-        code, _ = self._get(f"http://{LOOPBACK}:{self.ports['kwok']}/healthz")
-        return code == 200
 
     # ---- nodes ----------------------------------------------------------------------------
     def node_manifest(self, name: str) -> dict:

@@ -74,7 +74,7 @@ def luffy(namespace: str = "luffy", *, secret_value: str = "change-me") -> list[
 
 def apply(api: client.ApiClient, manifests: list[dict]) -> list[str]:
     """Create or update the manifests in order (server-side apply), waiting for CRDs to be served."""
-    from .etcd.recover import Cluster, Item, _wait_established
+    from .etcd.recover import Cluster, Item, wait_established
     cluster = Cluster(api)
     done = []
     for m in manifests:
@@ -83,7 +83,7 @@ def apply(api: client.ApiClient, manifests: list[dict]) -> list[str]:
                     api_version=m["apiVersion"], body=m)
         cluster.apply(item, force=True)
         if m["kind"] == "CustomResourceDefinition":
-            _wait_established(api, [meta["name"]], 30)
+            wait_established(api, [meta["name"]], 30)
             cluster.refresh()
         done.append(f"{m['kind']}/{meta['name']}")
     return done

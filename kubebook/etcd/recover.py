@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 import yaml
-from kubernetes import client
+from kubernetes import client, watch
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import NotFoundError, ResourceNotFoundError
 
@@ -375,14 +375,14 @@ def apply(items: list[Item], cluster: Cluster, *, overwrite: bool = False, worke
                 bar.update(1)
             crds = [i.name for i in ranks[key] if i.kind == "CustomResourceDefinition" and i.result == "created"]
             if crds:
-                _wait_established(cluster.api, crds, timeout)
+                wait_established(cluster.api, crds, timeout)
                 cluster.refresh()
 
 
-def _wait_established(api: client.ApiClient, names: list[str], timeout: float) -> None:
+def wait_established(api: client.ApiClient, names: list[str], timeout: float) -> None:
+    """Follow the CRDs until each is Established (its custom resources can then be served)."""
     ext = client.ApiextensionsV1Api(api)
     deadline = time.monotonic() + timeout
-    from kubernetes import watch
     pending = set(names)
     w = watch.Watch()
     for event in w.stream(ext.list_custom_resource_definition, timeout_seconds=int(timeout)):

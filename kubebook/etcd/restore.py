@@ -106,7 +106,7 @@ class LabControlPlane:
 
     def start_etcd(self) -> str:
         self.lab.start_component("etcd")
-        self.lab._wait("etcd", self.lab._etcd_ready, time.monotonic() + 60)
+        self.lab.wait_ready("etcd")
         return "etcd healthy"
 
     def start_apiserver(self) -> str:
@@ -323,12 +323,6 @@ class ScratchMember:
         self.stop()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def restore_scratch(snapshot: str | Path, directory: str | Path, *, timeout: float = 60.0) -> ScratchMember:
     """Restore ``snapshot`` into a new ``directory`` and run it as a one-member etcd on loopback.
 
@@ -342,7 +336,8 @@ def restore_scratch(snapshot: str | Path, directory: str | Path, *, timeout: flo
     etcd_bin = binaries.find("etcd")
     if etcd_bin is None:
         raise RestoreError("etcd not found: install etcd or run `kubebook lab build`")
-    peer_port, port = _free_port(), _free_port()
+    from ..lab import free_loopback_port
+    peer_port, port = free_loopback_port(), free_loopback_port()
     peer = f"http://127.0.0.1:{peer_port}"
     member = Member(name="recovery", data_dir=directory / "data", initial_cluster=f"recovery={peer}",
                     initial_advertise_peer_urls=peer, initial_cluster_token="kubebook-recovery")

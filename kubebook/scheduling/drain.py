@@ -24,7 +24,7 @@ from ..errors import KubebookError
 from ..plan import Plan
 from ..waits import WaitTimeout, wait_for
 from .explain import TERMINAL, label_selector_matches
-from .nodes import _step, cordon
+from .nodes import _create_or_replace, _step, cordon
 
 MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
 
@@ -212,16 +212,9 @@ def pod_disruption_budget(api, namespace: str, name: str, *, selector: dict, min
     policy = client.PolicyV1Api(api)
 
     def act() -> str:
-        try:
-            current = policy.read_namespaced_pod_disruption_budget(name, namespace)
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
-            policy.create_namespaced_pod_disruption_budget(namespace, body)
-            return "created"
-        body["metadata"]["resourceVersion"] = current.metadata.resource_version
-        policy.replace_namespaced_pod_disruption_budget(name, namespace, body)
-        return "replaced"
+        return _create_or_replace(policy.read_namespaced_pod_disruption_budget,
+                                  policy.create_namespaced_pod_disruption_budget,
+                                  policy.replace_namespaced_pod_disruption_budget, name, namespace, body)
 
     rule, flag = (f"minAvailable={min_available}", f"--min-available={min_available}") if min_available is not None \
         else (f"maxUnavailable={max_unavailable}", f"--max-unavailable={max_unavailable}")

@@ -36,6 +36,21 @@ def _step(plan: Plan | None, name: str, description: str, action: Callable[[], A
     return plan.step(name, description, action, command=command)
 
 
+def _create_or_replace(read: Callable, create: Callable, replace: Callable, name: str, namespace: str,
+                       body: dict) -> str:
+    """Create ``body``, or replace the existing object with it (same result on every run)."""
+    try:
+        current = read(name, namespace)
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+        create(namespace, body)
+        return "created"
+    replace(name, namespace, {**body, "metadata": {**body["metadata"],
+                                                   "resourceVersion": current.metadata.resource_version}})
+    return "replaced"
+
+
 def get_node(api, name: str) -> dict:
     try:
         return api.sanitize_for_serialization(client.CoreV1Api(api).read_node(name))

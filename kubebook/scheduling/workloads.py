@@ -19,7 +19,7 @@ from kubernetes.client.exceptions import ApiException
 
 from ..plan import Plan
 from ..waits import wait_for
-from .nodes import _step
+from .nodes import _create_or_replace, _step
 from .syntax import describe_toleration, parse_label_selector, parse_term, parse_toleration, parse_weighted_term
 
 IMAGE = "nginx:1.27"  # kwok runs nothing, so any image name works on the lab
@@ -164,17 +164,8 @@ def apply_deployment(api, namespace: str, body: dict, *, plan: Plan | None = Non
     name = body["metadata"]["name"]
 
     def act() -> str:
-        try:
-            current = apps.read_namespaced_deployment(name, namespace)
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
-            apps.create_namespaced_deployment(namespace, body)
-            return "created"
-        replacement = {**body, "metadata": {**body["metadata"],
-                                            "resourceVersion": current.metadata.resource_version}}
-        apps.replace_namespaced_deployment(name, namespace, replacement)
-        return "replaced"
+        return _create_or_replace(apps.read_namespaced_deployment, apps.create_namespaced_deployment,
+                                  apps.replace_namespaced_deployment, name, namespace, body)
 
     rules = describe_rules(body["spec"]["template"]["spec"])
     return _step(plan, f"apply-{name}", f"apply Deployment {namespace}/{name} with {body['spec']['replicas']} "
