@@ -18,6 +18,7 @@ import contextlib
 import fcntl
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -29,7 +30,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from kubernetes import client as k8s  # imported here, not while the lab is starting: it takes ~1 s
 
@@ -68,10 +69,39 @@ def node_names(count: int) -> list[str]:
     return [MASTER] + [f"k8s-slave{i}" for i in range(1, count)]
 
 
-def free_loopback_port() -> int:
-    with socket.socket() as s:
+def _ephemeral_port_floor() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+# Listening ports come from below the kernel's ephemeral range: a port the kernel hands out for
+# port 0 can be taken again a moment later by any outgoing connection (the apiserver opens many
+# to etcd), so the component that was meant to listen there fails with "address already in use".
+LISTEN_PORTS = range(20000, max(20001, min(_ephemeral_port_floor(), 32768)))
+
+
+def free_loopback_port(avoid: Iterable[int] = ()) -> int:
+    """A loopback port nothing listens on, outside the ephemeral range and not in ``avoid``."""
+    avoid = set(avoid) | _ports_of_other_labs()
+    for port in random.sample(LISTEN_PORTS, min(200, len(LISTEN_PORTS))):
+        if port not in avoid and _port_free(port):
+            return port
+    with socket.socket() as s:  # the range is exhausted: let the kernel choose
         s.bind((LOOPBACK, 0))
         return s.getsockname()[1]
+
+
+def _ports_of_other_labs() -> set[int]:
+    """Ports recorded by every lab on this machine, so a stopped lab keeps its ports to come back to."""
+    ports: set[int] = set()
+    for state in labs_root().glob("*/state.json"):
+        try:
+            ports.update(int(p) for p in json.loads(state.read_text()).get("ports", {}).values())
+        except (OSError, ValueError, AttributeError):
+            continue
+    return ports
 
 
 def _port_free(port: int) -> bool:
@@ -262,20 +292,32 @@ class Lab:
             self.nodes = sorted(set(self.nodes) | set(node_names(nodes)), key=_node_order)
             deadline = time.monotonic() + timeout
             self._phase("certs", log, self._ensure_certs)
-            self._phase("ports", log, self._ensure_ports)
-            self._phase("kubeconfigs", log, self._ensure_kubeconfigs)
-            # Start everything at once: each component retries its upstream (apiserver -> etcd,
-            # the rest -> apiserver) until it answers, so their start-ups overlap.
-            for c in COMPONENTS:
-                self._start(c, log)
-            for c in ("etcd", "kube-apiserver"):
-                self.wait_ready(c, deadline=deadline)
-            self._phase("nodes", log, self._ensure_nodes)
-            for c in ("kube-controller-manager", "kube-scheduler", "kwok"):
-                self.wait_ready(c, deadline=deadline)
+            try:
+                self._start_all(deadline, log)
+            except LabError as exc:
+                # Another program took a chosen port between our check and the component's bind.
+                if "address already in use" not in str(exc):
+                    raise
+                log(f"[lab {self.name}] a port was taken meanwhile ({exc}); choosing new ports")
+                for c in reversed(COMPONENTS):
+                    self.stop_component(c)
+                self._start_all(deadline, log)
             self._phase("wait-ready", log, lambda: self._wait_ready(deadline))
             self._save()
         return self
+
+    def _start_all(self, deadline: float, log) -> None:
+        self._phase("ports", log, self._ensure_ports)
+        self._phase("kubeconfigs", log, self._ensure_kubeconfigs)
+        # Start everything at once: each component retries its upstream (apiserver -> etcd,
+        # the rest -> apiserver) until it answers, so their start-ups overlap.
+        for c in COMPONENTS:
+            self._start(c, log)
+        for c in ("etcd", "kube-apiserver"):
+            self.wait_ready(c, deadline=deadline)
+        self._phase("nodes", log, self._ensure_nodes)
+        for c in ("kube-controller-manager", "kube-scheduler", "kwok"):
+            self.wait_ready(c, deadline=deadline)
 
     def _phase(self, name: str, log, fn) -> None:
         log(f"[lab {self.name}] {name}")
@@ -295,7 +337,7 @@ class Lab:
             running = self.component_state(owner) == "running"
             if name in self.ports and (running or _port_free(self.ports[name])):
                 continue
-            self.ports[name] = free_loopback_port()
+            self.ports[name] = free_loopback_port(avoid=self.ports.values())
         self._save()
 
     def _ensure_kubeconfigs(self) -> None:

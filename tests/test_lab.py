@@ -142,12 +142,50 @@ def test_second_lab_runs_side_by_side_reports_a_crash_recovers_and_leaves_no_pro
         second.up(nodes=1, timeout=120, log=lambda m: None)  # idempotent: restarts only the crashed one
         assert second.processes["etcd"].pid == pids["etcd"]
         assert second.processes["kwok"].pid != pids["kwok"]
+        _up_after_another_program_takes_a_port(second)
         pids = {c: p.pid for c, p in second.processes.items()}
     finally:
         second.down(log=lambda m: None)
     for pid in pids.values():
         assert labs._proc_start_time(pid) is None, f"pid {pid} still alive after down"
     assert not second.dir.exists()
+
+
+def _up_after_another_program_takes_a_port(lab):
+    """The scheduler's port is taken after `up` checked it and before the scheduler binds:
+    `up` must notice the bind failure, choose new ports and still come up."""
+    import socket
+    lab.stop_component("kube-scheduler")
+    taken = lab.ports["kube-scheduler"]
+    squatter = socket.socket()
+    real_ensure_ports = labs.Lab._ensure_ports
+
+    def ensure_ports_then_lose_one(self):
+        real_ensure_ports(self)
+        if squatter.getsockname()[1] == 0:
+            squatter.bind((labs.LOOPBACK, taken))
+            squatter.listen()
+    labs.Lab._ensure_ports = ensure_ports_then_lose_one
+    try:
+        lab.up(nodes=1, timeout=120, log=lambda m: None)
+    finally:
+        labs.Lab._ensure_ports = real_ensure_ports
+        squatter.close()
+    assert lab.ports["kube-scheduler"] != taken
+    assert all(row["state"] == "running" for row in lab.status())
+
+
+def test_listening_ports_avoid_the_ephemeral_range_and_other_labs(tmp_path, monkeypatch):
+    floor = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+    other = tmp_path / "other-lab"
+    other.mkdir()
+    recorded = list(labs.LISTEN_PORTS)[:-1]  # every port but one is recorded by another lab
+    (other / "state.json").write_text(__import__("json").dumps({"ports": dict(enumerate(recorded))}))
+    monkeypatch.setenv("KUBEBOOK_LAB_ROOT", str(tmp_path))
+    assert labs.free_loopback_port() == labs.LISTEN_PORTS[-1]
+    (other / "state.json").unlink()
+    ports = {labs.free_loopback_port(avoid=[20000]) for _ in range(50)}
+    assert all(20000 < port < floor for port in ports)
 
 
 def _status_after_death(lab, pid):
