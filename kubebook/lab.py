@@ -85,7 +85,8 @@ LISTEN_PORTS = range(20000, max(20001, min(_ephemeral_port_floor(), 32768)))
 def free_loopback_port(avoid: Iterable[int] = ()) -> int:
     """A loopback port nothing listens on, outside the ephemeral range and not in ``avoid``."""
     avoid = set(avoid) | _ports_of_other_labs()
-    for port in random.sample(LISTEN_PORTS, min(200, len(LISTEN_PORTS))):
+    start = random.randrange(len(LISTEN_PORTS))  # a random start keeps parallel labs apart
+    for port in (*LISTEN_PORTS[start:], *LISTEN_PORTS[:start]):
         if port not in avoid and _port_free(port):
             return port
     with socket.socket() as s:  # the range is exhausted: let the kernel choose
