@@ -226,6 +226,59 @@ def ensure_decoder(*, log: Callable[[str], None] = lambda m: print(m, file=sys.s
     return target
 
 
+@dataclass(frozen=True)
+class Tool:
+    """A single Go program some runbooks need (helm, metrics-server), built on first use."""
+
+    name: str
+    module: str
+    version: str
+    package: str
+    ldflags: str = "-s -w"
+
+    @property
+    def path(self) -> Path:
+        return cache_root() / "bin" / f"{self.name}-{self.version}" / self.name
+
+
+TOOLS = {t.name: t for t in (
+    Tool("helm", "helm.sh/helm/v3", versions.HELM, "helm.sh/helm/v3/cmd/helm",
+         f"-s -w -X helm.sh/helm/v3/internal/version.version={versions.HELM}"),
+    Tool("metrics-server", "sigs.k8s.io/metrics-server", versions.METRICS_SERVER,
+         "sigs.k8s.io/metrics-server/cmd/metrics-server",
+         f"-s -w -X k8s.io/component-base/version.gitVersion={versions.METRICS_SERVER}"),
+)}
+
+
+def ensure_tool(name: str, *, log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)) -> Path:
+    """The tool's binary: from ``$KUBEBOOK_BIN_DIR``, the cache, ``$PATH``, or built now (minutes)."""
+    tool = TOOLS[name]
+    env_dir = os.environ.get("KUBEBOOK_BIN_DIR")
+    for candidate in ([Path(env_dir) / name] if env_dir else []) + [tool.path]:
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return candidate
+    if shutil.which(name):
+        return Path(shutil.which(name))
+    if shutil.which("go") is None:
+        raise BuildError(f"the Go toolchain is needed to build {name} (or put it on PATH / in KUBEBOOK_BIN_DIR)")
+    log(f"[build] {name} {tool.version}: building into {tool.path.parent} (takes minutes)")
+    work = cache_root() / "src" / f"{name}-{tool.version}"
+    _write_wrapper(work, name, {tool.module: tool.version}, {}, [tool.package])
+    env = _go_env(work)
+    logs = cache_root() / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    tool.path.parent.mkdir(parents=True, exist_ok=True)
+    partial = tool.path.with_name(f".{name}.partial")
+    started = time.monotonic()
+    with open(logs / f"build-{name}.log", "w") as build_log:
+        _run(["go", "mod", "tidy"], cwd=work, env=env, log=build_log, what=f"{tool.module}@{tool.version} (go mod tidy)")
+        _go_build(work, tool.path.parent, env, build_log, f"{name} {tool.version}", [tool.package], tool.ldflags,
+                  names={tool.package: partial.name})
+    os.replace(partial, tool.path)  # atomic: a half-written binary never looks cached
+    log(f"[build] {name}: done in {time.monotonic() - started:.0f}s")
+    return tool.path
+
+
 def find(name: str) -> Path | None:
     """Where binary ``name`` would be taken from, or None."""
     env_dir = os.environ.get("KUBEBOOK_BIN_DIR")

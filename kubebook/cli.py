@@ -82,6 +82,8 @@ def _cmd_lab(args) -> int:
     if args.lab_command == "build":
         for name, path in binaries.ensure().items():
             print(f"{name:24} {path}")
+        for name in binaries.TOOLS:
+            print(f"{name:24} {binaries.ensure_tool(name)}")
         return 0
     lab = labs.get(args.name)
     if args.lab_command == "up":

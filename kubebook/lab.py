@@ -412,7 +412,10 @@ class Lab:
                     f"--service-cluster-ip-range={SERVICE_CIDR}", "--cluster-name=kubernetes",
                     f"--cluster-signing-cert-file={pki}/ca.crt", f"--cluster-signing-key-file={pki}/ca.key",
                     "--controllers=*,bootstrapsigner,tokencleaner", f"--root-ca-file={pki}/ca.crt",
-                    f"--service-account-private-key-file={pki}/sa.key", "--use-service-account-credentials=true"]
+                    f"--service-account-private-key-file={pki}/sa.key", "--use-service-account-credentials=true",
+                    # dynamic provisioning without a storage backend: StorageClasses with provisioner
+                    # kubernetes.io/host-path get directories under /tmp/hostpath_pv (testing only, as upstream says)
+                    "--enable-hostpath-provisioner=true"]
         if component == "kube-scheduler":
             conf = d / "scheduler.conf"
             return [self.bin(component), *[c.format(conf=conf) for c in common[:5]], *common[-3:]]

@@ -10,6 +10,10 @@ KUBERNETES_STAGING = "v0." + KUBERNETES.removeprefix("v1.")
 ETCD = "v3.6.16"
 KWOK = "v0.7.0"
 
+# Tools some runbooks use, built on first use (not needed to start the lab).
+HELM = "v3.22.0"             # the course's Helm 3 commands, unchanged
+METRICS_SERVER = "v0.8.0"    # sigs.k8s.io/metrics-server, for HPA
+
 # The Go toolchain that builds them: etcd v3.6.16 needs go >= 1.26 (Kubernetes 1.35: 1.25).
 GO_MIN = (1, 26)
 
