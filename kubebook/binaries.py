@@ -246,7 +246,7 @@ TOOLS = {t.name: t for t in (
          f"-s -w -X helm.sh/helm/v3/internal/version.version={versions.HELM}"),
     Tool("metrics-server", "sigs.k8s.io/metrics-server", versions.METRICS_SERVER,
          "sigs.k8s.io/metrics-server/cmd/metrics-server",
-         f"-s -w -X k8s.io/component-base/version.gitVersion={versions.METRICS_SERVER}"),
+         f"-s -w -X k8s.io/client-go/pkg/version.gitVersion={versions.METRICS_SERVER}"),
 )}
 
 
