@@ -90,20 +90,29 @@ def _write_wrapper(work: Path, module: str, requires: dict[str, str], replaces: 
 
 
 class _Progress:
-    """Counts packages compiled by `go build -v` on one updating line (or a log line per 50 when not a tty)."""
+    """Counts packages compiled by `go build -v`: one updating bar on a terminal, otherwise
+    (CI logs, papermill) a plain line per 100 packages so the log stays readable."""
 
     def __init__(self, label: str, total: int | None):
         from tqdm.auto import tqdm
-        self.bar = tqdm(total=total, desc=label, unit="pkg", file=sys.stderr,
-                        mininterval=1.0, disable=None if sys.stderr.isatty() else False,
-                        ascii=not sys.stderr.isatty())
+        self.label, self.total, self.done = label, total, 0
+        self.bar = tqdm(total=total, desc=label, unit="pkg", file=sys.stderr, mininterval=1.0) \
+            if sys.stderr.isatty() else None
 
     def __call__(self, line: str) -> None:
-        if line and not line.startswith(("go: ", "#")):
+        if not line or line.startswith(("go: ", "#")):
+            return
+        self.done += 1
+        if self.bar is not None:
             self.bar.update(1)
+        elif self.done % 100 == 0:
+            print(f"{self.label}: {self.done}/{self.total or '?'} packages compiled", file=sys.stderr, flush=True)
 
     def close(self) -> None:
-        self.bar.close()
+        if self.bar is not None:
+            self.bar.close()
+        else:
+            print(f"{self.label}: {self.done} packages compiled", file=sys.stderr, flush=True)
 
 
 def _count_deps(work: Path, env, log, packages: list[str]) -> int | None:
