@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -258,7 +259,12 @@ def flannel_pods(api, namespace: str) -> pd.DataFrame:
                           "started": p.status.start_time} for p in pods], columns=["pod", "node", "phase", "started"])
 
 
-def switch_backend(api, backend: str, *, plan: Plan, backup_dir: str | Path, name: str = CONFIGMAP,
+def default_backup_dir() -> Path:
+    base = Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "state"))
+    return base / "kubebook" / "backups" / "network"
+
+
+def switch_backend(api, backend: str, *, plan: Plan, backup_dir: str | Path = "", name: str = CONFIGMAP,
                    timeout: float = 300) -> pd.DataFrame:
     """The course's backend change on a real cluster: back up, patch net-conf.json, recreate flannel's Pods.
 
@@ -277,7 +283,7 @@ def switch_backend(api, backend: str, *, plan: Plan, backup_dir: str | Path, nam
     if before is None:
         raise FlannelConfigError(f"{namespace}/{name} has no valid net-conf.json; fix it by hand first")
     after = {**before, "Backend": {"Type": backend}}
-    backup = Path(backup_dir) / f"{namespace}-{name}-{time.strftime('%Y%m%d-%H%M%S')}.yaml"
+    backup = Path(backup_dir or default_backup_dir()) / f"{namespace}-{name}-{time.strftime('%Y%m%d-%H%M%S')}.yaml"
 
     def save() -> str:
         backup.parent.mkdir(parents=True, exist_ok=True)
