@@ -261,3 +261,62 @@ def test_helm_failure_is_one_clear_line(local_helm, tmp_path):
         local_helm.template(tmp_path / "no-such-chart", "web")
     assert str(caught.value) == f'helm template: path "{tmp_path / "no-such-chart"}" not found'
     assert caught.value.returncode == 1 and caught.value.command[1] == "template"
+
+
+# ---------------------------------------------------------------- OCI: helm push/pull to a loopback registry
+
+PUSH_OUTPUT = ("Pushed: 127.0.0.1:41677/luffy/eladmin-web:0.1.0\n"
+               "Digest: sha256:f1c3a4db5bc78cf5a070695583c08656315e3098e785d38835133f895d23940d\n")
+
+
+def test_push_output_is_parsed():
+    from kubebook.helm import _pushed_or_pulled
+    assert _pushed_or_pulled(PUSH_OUTPUT, "Pushed") == {
+        "reference": "127.0.0.1:41677/luffy/eladmin-web:0.1.0", "repository": "luffy/eladmin-web", "tag": "0.1.0",
+        "digest": "sha256:f1c3a4db5bc78cf5a070695583c08656315e3098e785d38835133f895d23940d"}
+    with pytest.raises(helm.HelmError, match="unexpected output"):
+        _pushed_or_pulled("Pushed: x\n", "Pushed")
+
+
+def test_push_needs_an_oci_reference(local_helm, tmp_path):
+    with pytest.raises(KubebookError, match="oci://"):
+        local_helm.push(tmp_path / "x.tgz", "https://charts.example/luffy")
+
+
+def test_harbor_values_are_masked_and_explained():
+    from kubebook.helm.registry import HARBOR_VALUES, harbor_values_table
+    table = harbor_values_table().set_index("path")
+    assert HARBOR_VALUES["harborAdminPassword"] not in table.to_string()
+    assert table.loc["harborAdminPassword", "value"].startswith(helm.MASK)
+    assert table.loc["externalURL", "value"] == "https://harbor.luffy.com"
+    assert table.loc["persistence.resourcePolicy", "why it matters"]
+
+
+def test_registry_listens_on_loopback_only(tmp_path):
+    from kubebook.helm.registry import LocalRegistry
+    with pytest.raises(KubebookError, match="not a loopback IP address"):
+        LocalRegistry.start(tmp_path / "blobs", address="0.0.0.0:0")
+
+
+def test_push_pull_round_trip_through_a_local_registry(local_helm, tmp_path):
+    from kubebook.helm.registry import LocalRegistry
+    with LocalRegistry.started(tmp_path / "blobs") as registry:
+        assert registry.address.startswith("127.0.0.1:")
+        package = local_helm.package(helm.CHARTS / "eladmin-web", tmp_path / "packages")
+        assert package.name == "eladmin-web-0.1.0.tgz"
+        pushed = local_helm.push(package, registry.oci("luffy"), plain_http=True)
+        assert (pushed["repository"], pushed["tag"]) == ("luffy/eladmin-web", "0.1.0")
+        assert local_helm.push(package, registry.oci("luffy"), plain_http=True)["digest"] == pushed["digest"]
+        assert registry.catalog() == ["luffy/eladmin-web"]
+        tags = registry.tags("luffy/eladmin-web")
+        assert list(tags["tag"]) == ["0.1.0"] and tags.loc[0, "digest"] == pushed["digest"]
+        assert tags.loc[0, "config"] == "application/vnd.cncf.helm.config.v1+json"
+        pulled = local_helm.pull(registry.oci("luffy/eladmin-web"), tmp_path / "pulled", version="0.1.0",
+                                 plain_http=True)
+        assert Path(pulled["path"]).read_bytes() == package.read_bytes()
+        assert local_helm.show_chart(registry.oci("luffy/eladmin-web"), version="0.1.0",
+                                     plain_http=True)["name"] == "eladmin-web"
+        with pytest.raises(helm.HelmError, match="helm pull: .*404"):
+            local_helm.pull(registry.oci("luffy/missing"), tmp_path / "pulled", plain_http=True)
+        pid = registry.pid
+    assert not registry.running and registry.process.returncode is not None and registry.pid == pid

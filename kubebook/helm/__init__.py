@@ -29,11 +29,11 @@ from typing import Any, Mapping, Sequence
 import pandas as pd
 import yaml
 
-from .errors import KubebookError
-from .plan import Plan
-from .safety import MASK, mask, mask_text, masked, write_private
+from ..errors import KubebookError
+from ..plan import Plan
+from ..safety import MASK, mask, mask_text, masked, write_private
 
-CHARTS = Path(__file__).parent / "charts"
+CHARTS = Path(__file__).parent.parent / "charts"
 """Charts kubebook ships for the labs (``CHARTS / "eladmin-web"``)."""
 
 TOUR = CHARTS / "template-tour"
@@ -186,7 +186,7 @@ def _escape_set(value: str) -> str:
 # ---------------------------------------------------------------- the wrapper
 
 def default_home() -> Path:
-    from .binaries import cache_root
+    from ..binaries import cache_root
     return cache_root() / "helm"
 
 
@@ -229,7 +229,7 @@ class Helm:
         """The context helm gets: the given one, else the kubeconfig's current context."""
         if self.context:
             return self.context
-        from .connect import current_context
+        from ..connect import current_context
         ctx = current_context(self.kubeconfig_path)
         if not ctx:
             raise KubebookError(f"kubeconfig {self.kubeconfig_path} has no current context: pass context=...")
@@ -251,12 +251,15 @@ class Helm:
         """The full argv: helm, ``args``, then the cluster flags (unless ``cluster=False``)."""
         binary = self.binary
         if binary is None:
-            from .binaries import ensure_tool
+            from ..binaries import ensure_tool
             binary = self.binary = ensure_tool("helm")
         return [str(binary), *args, *(self.cluster_args() if cluster else [])]
 
     def run(self, *args: str, cluster: bool = True, cwd: str | os.PathLike | None = None) -> str:
         """Run helm; its stdout, or :class:`HelmError` with helm's error line."""
+        return self._exec(*args, cluster=cluster, cwd=cwd).stdout
+
+    def _exec(self, *args: str, cluster: bool = True, cwd: str | os.PathLike | None = None) -> subprocess.CompletedProcess:
         argv = self.command(*args, cluster=cluster)
         self.log.append(argv)
         try:
@@ -267,7 +270,7 @@ class Helm:
         if proc.returncode != 0:
             raise HelmError(f"helm {args[0]}: {error_line(proc.stderr)}", command=argv,
                             returncode=proc.returncode, stderr=mask_text(proc.stderr))
-        return proc.stdout
+        return proc
 
     def run_json(self, *args: str, cluster: bool = True) -> Any:
         return json.loads(self.run(*args, "--output", "json", cluster=cluster) or "null")
@@ -365,15 +368,17 @@ class Helm:
         return parse_lint(proc.stdout + proc.stderr)
 
     def dry_run(self, release: str, chart: str | os.PathLike, *, set_values: Mapping[str, Any] | None = None,
-                values_files: Sequence[str | os.PathLike] = ()) -> dict:
+                values_files: Sequence[str | os.PathLike] = (), version: str = "", plain_http: bool = False) -> dict:
         """``helm upgrade --install --dry-run=server``: what installing (or upgrading) would deploy,
         rendered with the cluster's API (``lookup`` sees live objects); nothing changes.
 
-        Returns ``{"action", "revision", "values", "manifest" (UNMASKED), "notes"}``.
+        ``chart`` may be an ``oci://`` reference (with ``version``; ``plain_http`` for a registry
+        without TLS). Returns ``{"release", "revision", "values", "manifest" (UNMASKED), "notes", ...}``.
         """
         validate_release_name(release)
         data = self.run_json("upgrade", "--install", release, str(chart), "--dry-run=server",
-                             *_values_args(set_values, values_files))
+                             *_values_args(set_values, values_files), *(["--version", version] if version else []),
+                             *(["--plain-http"] if plain_http else []))
         return _release_summary(data)
 
     # -- changing releases (each a Plan step when a plan is given)
@@ -445,6 +450,43 @@ class Helm:
 
         return _step(plan, f"uninstall-{release}", f"uninstall release {self.namespace}/{release} and its history",
                      act, self.shell(self.command(*args)))
+
+    # -- charts as OCI artifacts (helm push/pull oci://)
+
+    def package(self, chart: str | os.PathLike, destination: str | os.PathLike) -> Path:
+        """``helm package``: the chart as ``<name>-<version>.tgz`` in ``destination``."""
+        dest = Path(destination).expanduser()
+        dest.mkdir(parents=True, exist_ok=True)
+        out = self.run("package", str(chart), "--destination", str(dest), cluster=False)
+        m = re.search(r"saved it to: (.+)$", out.strip(), re.M)
+        if not m:
+            raise HelmError(f"helm package: no package path in its output: {out.strip()[:200]}")
+        return Path(m.group(1).strip())
+
+    def push(self, package: str | os.PathLike, remote: str, *, plain_http: bool = False) -> dict:
+        """``helm push <package> oci://host/path``: the reference and digest the registry stored."""
+        if not remote.startswith("oci://"):
+            raise KubebookError(f"helm push needs an oci:// reference, not {remote!r}")
+        proc = self._exec("push", str(package), remote, *(["--plain-http"] if plain_http else []), cluster=False)
+        return _pushed_or_pulled(proc.stdout + proc.stderr, "Pushed")
+
+    def pull(self, reference: str, destination: str | os.PathLike, *, version: str = "",
+             plain_http: bool = False) -> dict:
+        """``helm pull oci://...``: the package saved into ``destination`` (its path under ``"path"``)."""
+        dest = Path(destination).expanduser()
+        dest.mkdir(parents=True, exist_ok=True)  # helm pull does not create it
+        proc = self._exec("pull", reference, "--destination", str(dest), *(["--version", version] if version else []),
+                          *(["--plain-http"] if plain_http else []), cluster=False)
+        result = _pushed_or_pulled(proc.stdout + proc.stderr, "Pulled")
+        name = result["reference"].rsplit("/", 1)[-1].replace(":", "-")
+        result["path"] = str(dest / f"{name}.tgz")
+        return result
+
+    def show_chart(self, reference: str, *, version: str = "", plain_http: bool = False) -> dict:
+        """``helm show chart``: a chart's Chart.yaml (a directory, a .tgz or an oci:// reference)."""
+        out = self.run("show", "chart", reference, *(["--version", version] if version else []),
+                       *(["--plain-http"] if plain_http else []), cluster=False)
+        return yaml.safe_load(out) or {}
 
     def create(self, name: str, directory: str | os.PathLike) -> Path:
         """``helm create``: scaffold chart ``name`` in ``directory``; an existing chart is kept as is."""
@@ -538,7 +580,7 @@ def write_values_file(path: str | os.PathLike, values: Mapping[str, Any]) -> Pat
 def wait_ready(api, namespace: str, release: str, *, timeout: float = 120) -> pd.DataFrame:
     """Watch the release's Deployments (label ``app.kubernetes.io/instance=<release>``) until each has
     rolled out its current spec; their replica counts as a table."""
-    from .waits import wait_for
+    from ..waits import wait_for
 
     def rolled_out(deployments: dict[str, dict]) -> bool:
         for d in deployments.values():
@@ -587,6 +629,19 @@ def _release_summary(data: dict) -> dict:
             "status": info.get("status"), "description": info.get("description"),
             "values": mask_values(data.get("config") or {}), "manifest": data.get("manifest") or "",
             "notes": mask_text(info.get("notes") or "")}
+
+
+def _pushed_or_pulled(output: str, word: str) -> dict:
+    """``Pushed: host/repo:tag`` / ``Digest: sha256:...`` from helm push/pull, as
+    reference, repository (without the host), tag and digest."""
+    ref = re.search(rf"^{word}: (\S+)", output, re.M)
+    digest = re.search(r"^Digest: (sha256:[0-9a-f]{64})", output, re.M)
+    if not ref or not digest:
+        raise HelmError(f"helm {word.lower().rstrip('ed')}: unexpected output: {output.strip()[:200]}")
+    reference = ref.group(1)
+    path, _, tag = reference.rpartition(":")
+    return {"reference": reference, "repository": path.split("/", 1)[1] if "/" in path else path,
+            "tag": tag, "digest": digest.group(1)}
 
 
 _LINT_LINE = re.compile(r"^\[(INFO|WARNING|ERROR)\]\s+([^:]+):\s*(.*)$")
