@@ -266,3 +266,21 @@ def test_shown_only_plan_never_acts():
     plan = Plan(target="nfs-provisioner", kind="namespace", log=lambda m: None)
     provisioning.plan_shown_only(copy.deepcopy(provisioning.nfs_client_provisioner()), plan)
     assert set(plan.table()["status"]) == {"planned"} and len(plan.table()) == 8
+
+
+# ---- volume kinds and the move onto a claim ---------------------------------------------------------------
+
+def test_demo_pod_shares_the_empty_dir_and_leaves_nfs_out_unless_given():
+    from kubebook.storage import migrate
+    pod = migrate.volume_demo_pod("demo", host_path="/tmp/d", claim_name="c")
+    kinds = [next(k for k in v if k != "name") for v in pod["spec"]["volumes"]]
+    assert kinds == ["emptyDir", "hostPath", "persistentVolumeClaim"]
+    assert all({"name": "cache", "mountPath": "/cache"} in c["volumeMounts"] for c in pod["spec"]["containers"])
+    with_nfs = migrate.volume_demo_pod("demo", host_path="/tmp/d", claim_name="c", nfs=("127.0.0.1", "/x"))
+    assert with_nfs["spec"]["volumes"][-1] == {"name": "share", "nfs": {"server": "127.0.0.1", "path": "/x"}}
+
+
+def test_copy_instructions_name_the_old_source():
+    from kubebook.storage import migrate
+    assert "node's /opt/mysql/data" in migrate.copy_instructions({"hostPath": {"path": "/opt/mysql/data"}}, "m", "ns")
+    assert "kubectl cp" in migrate.copy_instructions({"emptyDir": {}}, "m", "ns")

@@ -168,3 +168,37 @@ def test_default_class_provisions_and_delete_reclaims(api, namespace, tmp_path):
         provisioning.delete_storage_class(api, "s-hostpath")
         provisioning.restore_default_state(api, before)
     assert provisioning.default_state(api) == before
+
+
+def test_swap_volume_to_claim_only_when_scaled_down(api, namespace, tmp_path):
+    from kubebook.storage import migrate
+    names = ["s-mysql"]
+    try:
+        volumes.apply_volume(api, pv("s-mysql", modes=["ReadWriteOnce"], claim_ref=(namespace, "mysql")))
+        volumes.wait_available(api, "s-mysql")
+        volumes.apply_claim(api, namespace, volumes.claim("mysql", "1Gi", ["ReadWriteOnce"], volume_name="s-mysql"))
+        assert volumes.wait_bound(api, namespace, "mysql").endswith("s-mysql")
+        workloads.apply_deployment(api, namespace, migrate.mysql_deployment("mysql", host_path="/tmp/kb-mysql"))
+        workloads.settle(api, namespace, "mysql")
+        with pytest.raises(Exception, match="scale .* to 0 first"):
+            migrate.swap_volume_to_claim(api, namespace, "mysql", "mysql-data", "mysql", backup_dir=tmp_path)
+        with pytest.raises(Exception, match="has no volume 'nope'"):
+            migrate.swap_volume_to_claim(api, namespace, "mysql", "nope", "mysql", backup_dir=tmp_path)
+        workloads.scale(api, namespace, "mysql", 0)
+        migrate.wait_scaled_down(api, namespace, "mysql")
+        detail = migrate.swap_volume_to_claim(api, namespace, "mysql", "mysql-data", "mysql", backup_dir=tmp_path)
+        assert "backup" in detail and len(list(tmp_path.iterdir())) == 1
+        assert migrate.swap_volume_to_claim(api, namespace, "mysql", "mysql-data", "mysql",
+                                            backup_dir=tmp_path) == "already uses the claim"
+        sources = migrate.volume_sources(api, namespace, "mysql")
+        assert list(sources["type"]) == ["persistentVolumeClaim"]
+        workloads.scale(api, namespace, "mysql", 1)
+        assert workloads.settle(api, namespace, "mysql").endswith("1 of 1 Pods bound, 0 unschedulable")
+        paths = volumes.live_pod_volume_paths(api, namespace, "app=mysql")
+        assert "claim mysql → PV s-mysql" in set(paths["detail"])
+    finally:
+        workloads.delete_deployment(api, namespace, "mysql")
+        client.CoreV1Api(api).delete_collection_namespaced_persistent_volume_claim(namespace)
+        wait_for(api, "persistentvolumeclaims", lambda c: not c, namespace=namespace, timeout=60,
+                 what="test claims gone")
+        _remove_volumes(api, names)

@@ -210,6 +210,19 @@ def wait_claim_phase(api, namespace: str, name: str, phase: str | None, *, timeo
     return pvcs.get(name)
 
 
+def wait_bound(api, namespace: str, name: str, *, timeout: float = 90) -> str:
+    """Watch until the claim is Bound; says to which PV."""
+    pvc = wait_claim_phase(api, namespace, name, "Bound", timeout=timeout)
+    return f"claim {namespace}/{name} Bound to PV {pvc['spec']['volumeName']}"
+
+
+def wait_available(api, name: str, *, timeout: float = 90) -> str:
+    """Watch until the PV controller has seen the new PV (Available): a claim naming it before that
+    waits for the controller's next resync (up to 15 s) instead of binding at once."""
+    wait_volume_phase(api, name, ("Available", "Bound"), timeout=timeout)
+    return f"PV {name} Available"
+
+
 class PhaseLog:
     """The phases a PV went through, each observed by a watch, with seconds since the log started.
 
