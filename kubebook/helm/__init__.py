@@ -22,7 +22,7 @@ import os
 import re
 import subprocess
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -211,7 +211,6 @@ class Helm:
     home: Path | None = None
     binary: Path | None = None
     timeout: float = 300.0
-    log: list[list[str]] = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:
         self._kubeconfig: str | None = None
@@ -261,7 +260,6 @@ class Helm:
 
     def _exec(self, *args: str, cluster: bool = True, cwd: str | os.PathLike | None = None) -> subprocess.CompletedProcess:
         argv = self.command(*args, cluster=cluster)
-        self.log.append(argv)
         try:
             proc = subprocess.run(argv, env=self.env(), cwd=cwd, capture_output=True, text=True,
                                   timeout=self.timeout)
@@ -277,7 +275,7 @@ class Helm:
 
     @staticmethod
     def shell(argv: Sequence[str]) -> str:
-        """``argv`` as the command a person would type: ``helm ...`` with the kubeconfig path shortened."""
+        """``argv`` as the command a person would type (``helm ...``), for plans and logs."""
         import shlex
         return "helm " + " ".join(shlex.quote(a) for a in argv[1:])
 
