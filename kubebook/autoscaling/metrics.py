@@ -1,0 +1,486 @@
+"""The resource metrics pipeline: metrics-server behind the API aggregation layer, and its readers.
+
+    start_metrics_server(lab)        # lab add-on: metrics-server + simulated kubelet endpoint, registered
+    top_nodes(api); top_pods(api, "luffy")   # kubectl top nodes / pods, from metrics.k8s.io
+    apiservice(api)                  # v1beta1.metrics.k8s.io: which Service, Available or why not
+    stop_metrics_server(lab)         # unregister and stop exactly the PID that start recorded
+
+How the lab add-on is wired (a real cluster runs metrics-server as a Deployment instead):
+
+* kube-apiserver proxies ``/apis/metrics.k8s.io/v1beta1`` to the Service the APIService names. The
+  lab has no Pod network and no kube-proxy, so a ClusterIP would lead nowhere, and Endpoints may not
+  hold loopback addresses. An ``ExternalName`` Service does work: the aggregator dials
+  ``<externalName>:<port>`` directly — ``localhost`` here, as ``kwokctl --enable-metrics-server`` does.
+* metrics-server listens on 127.0.0.1 only, authenticates to the API with a client certificate
+  signed by the lab CA (user ``kubebook:metrics-server``) and gets the RBAC of upstream's
+  components.yaml (read nodes/pods/nodes/metrics, delegate authn/authz, read the front-proxy CA).
+* It scrapes ``http://<node InternalIP>:<port><path>``; every lab node is 127.0.0.1, so each node
+  gets the annotation ``metrics.k8s.io/resource-metrics-path: /metrics/nodes/<node>/metrics/resource``
+  (metrics-server ≥ 0.7 honours it, kwokctl sets the same) and :mod:`.kubelet_sim` answers per node.
+  The lab's kwok is started without a config or ``--enable-crds``, so it cannot serve kwok's
+  ``Metric`` objects itself (see the module docstring of :mod:`.kubelet_sim`).
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pandas as pd
+from kubernetes import client, watch
+from kubernetes.client.exceptions import ApiException
+from kubernetes.utils import parse_quantity
+
+from .. import binaries
+from .. import kubeconfig as kcfg
+from ..connect import raw_request
+from ..errors import KubebookError
+from ..waits import WaitTimeout
+from .addon import proc_start_time
+
+GROUP, VERSION = "metrics.k8s.io", "v1beta1"
+APISERVICE = f"{VERSION}.{GROUP}"
+SERVICE = ("kube-system", "metrics-server")
+USER = "kubebook:metrics-server"
+PATH_ANNOTATION = "metrics.k8s.io/resource-metrics-path"
+LABELS = {"app.kubernetes.io/managed-by": "kubebook", "kubebook.io/addon": "metrics-server"}
+METRIC_RESOLUTION = "15s"
+
+
+class MetricsUnavailable(KubebookError):
+    """metrics.k8s.io is not served (no APIService, or it is not Available)."""
+
+
+# ---- the lab add-on ---------------------------------------------------------------------------
+
+def addon_dir(lab) -> Path:
+    return Path(lab.dir) / "addons" / "metrics-server"
+
+
+def _state_file(lab) -> Path:
+    return addon_dir(lab) / "addon.json"
+
+
+def addon_state(lab) -> dict | None:
+    """PID, start time and ports of the running add-on, or None (a stale record is ignored)."""
+    try:
+        state = json.loads(_state_file(lab).read_text())
+    except (OSError, ValueError):
+        return None
+    return state if proc_start_time(state["pid"]) == state["start_time"] else None
+
+
+def _rbac_objects() -> list[tuple[str, dict]]:
+    meta = lambda name, **kw: {"name": name, "labels": dict(LABELS), **kw}  # noqa: E731
+    return [
+        ("cluster_role", {"metadata": meta(USER), "rules": [
+            {"apiGroups": [""], "resources": ["nodes/metrics"], "verbs": ["get"]},
+            {"apiGroups": [""], "resources": ["pods", "nodes"], "verbs": ["get", "list", "watch"]}]}),
+        # what upstream's components.yaml adds to view/edit/admin: reading metrics needs this verb set
+        ("cluster_role", {"metadata": meta("system:aggregated-metrics-reader", labels={
+            **LABELS, "rbac.authorization.k8s.io/aggregate-to-view": "true",
+            "rbac.authorization.k8s.io/aggregate-to-edit": "true",
+            "rbac.authorization.k8s.io/aggregate-to-admin": "true"}), "rules": [
+            {"apiGroups": [GROUP], "resources": ["pods", "nodes"], "verbs": ["get", "list", "watch"]}]}),
+        ("cluster_role_binding", {"metadata": meta(USER), "roleRef": {
+            "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": USER},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": USER}]}),
+        ("cluster_role_binding", {"metadata": meta(f"{USER}:auth-delegator"), "roleRef": {
+            "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "system:auth-delegator"},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": USER}]}),
+        ("role_binding", {"metadata": meta(f"{USER}:auth-reader", namespace="kube-system"), "roleRef": {
+            "apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "extension-apiserver-authentication-reader"},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": USER}]}),
+    ]
+
+
+def _apply(api: client.ApiClient, kind: str, body: dict) -> None:
+    rbac = client.RbacAuthorizationV1Api(api)
+    name, namespace = body["metadata"]["name"], body["metadata"].get("namespace")
+    create = getattr(rbac, f"create_namespaced_{kind}" if namespace else f"create_{kind}")
+    replace = getattr(rbac, f"replace_namespaced_{kind}" if namespace else f"replace_{kind}")
+    try:
+        create(namespace, body) if namespace else create(body)
+    except ApiException as exc:
+        if exc.status != 409:
+            raise
+        replace(name, namespace, body) if namespace else replace(name, body)
+
+
+def _registration(port: int) -> tuple[dict, dict]:
+    service = {"metadata": {"name": SERVICE[1], "namespace": SERVICE[0], "labels": dict(LABELS)},
+               "spec": {"type": "ExternalName", "externalName": "localhost",
+                        "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}}
+    apiservice = {"apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService",
+                  "metadata": {"name": APISERVICE, "labels": dict(LABELS)},
+                  "spec": {"group": GROUP, "version": VERSION, "groupPriorityMinimum": 100, "versionPriority": 100,
+                           # metrics-server's serving certificate is self-signed, as in upstream's manifest
+                           "insecureSkipTLSVerify": True,
+                           "service": {"namespace": SERVICE[0], "name": SERVICE[1], "port": port}}}
+    return service, apiservice
+
+
+def _register(api: client.ApiClient, port: int) -> None:
+    core, reg = client.CoreV1Api(api), client.ApiregistrationV1Api(api)
+    service, apiservice = _registration(port)
+    try:
+        current = core.read_namespaced_service(SERVICE[1], SERVICE[0])
+        if current.spec.type != "ExternalName" or (current.metadata.labels or {}).get("kubebook.io/addon") != "metrics-server":
+            raise KubebookError(f"Service {SERVICE[0]}/{SERVICE[1]} exists and is not the lab add-on's; not touching it")
+        core.replace_namespaced_service(SERVICE[1], SERVICE[0], {
+            **service, "metadata": {**service["metadata"], "resourceVersion": current.metadata.resource_version}})
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+        core.create_namespaced_service(SERVICE[0], service)
+    try:
+        current = reg.read_api_service(APISERVICE)
+        reg.replace_api_service(APISERVICE, {**apiservice, "metadata": {
+            **apiservice["metadata"], "resourceVersion": current.metadata.resource_version}})
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+        reg.create_api_service(apiservice)
+
+
+def _annotate_nodes(api: client.ApiClient, *, remove: bool = False) -> None:
+    core = client.CoreV1Api(api)
+    for node in core.list_node().items:
+        value = None if remove else f"/metrics/nodes/{node.metadata.name}/metrics/resource"
+        if (node.metadata.annotations or {}).get(PATH_ANNOTATION) != value:
+            core.patch_node(node.metadata.name, {"metadata": {"annotations": {PATH_ANNOTATION: value}}})
+
+
+def start_metrics_server(lab, *, timeout: float = 120, log=print) -> dict:
+    """Run metrics-server next to ``lab`` and register it; idempotent. Returns the add-on's state.
+
+    Waits until the APIService is Available and every node has a first sample (metrics-server
+    needs two scrapes, ``METRIC_RESOLUTION`` apart, before it can report a CPU rate).
+    """
+    api = lab.api_client()
+    state = addon_state(lab)
+    if state:
+        log(f"[metrics-server] already running (pid {state['pid']}, 127.0.0.1:{state['port']})")
+    else:
+        state = _spawn(lab, log)
+    _annotate_nodes(api)
+    _register(api, state["port"])
+    wait_available(api, timeout=timeout)
+    wait_node_metrics(api, timeout=timeout)
+    log(f"[metrics-server] {APISERVICE} Available; node metrics served")
+    return state
+
+
+def _spawn(lab, log) -> dict:
+    from ..lab import free_loopback_port  # the lab's port picker: outside the ephemeral range, not another lab's
+    api = lab.api_client()
+    d = addon_dir(lab)
+    d.mkdir(parents=True, exist_ok=True)
+    pair = lab.pki.client(USER)
+    conf = d / "metrics-server.conf"
+    kcfg.write(conf, kcfg.build(server=lab.server, ca_pem=lab.pki.ca_crt.read_bytes(), cert_pem=pair.cert_pem,
+                                key_pem=pair.key_pem, cluster=lab.name, user=USER, context=f"{USER}@{lab.name}"))
+    os.chmod(conf, 0o600)
+    for kind, body in _rbac_objects():
+        _apply(api, kind, body)
+    taken = set(lab.ports.values())
+    sim_port = free_loopback_port(taken)
+    port = free_loopback_port(taken | {sim_port})
+    apiserver = lab.processes["kube-apiserver"]
+    flags = ["--bind-address=127.0.0.1", f"--secure-port={port}", f"--cert-dir={d / 'serving'}",
+             f"--kubeconfig={conf}", f"--authentication-kubeconfig={conf}", f"--authorization-kubeconfig={conf}",
+             "--kubelet-preferred-address-types=InternalIP", f"--kubelet-port={sim_port}",
+             # the simulated endpoint speaks plain HTTP on loopback; a real kubelet needs TLS
+             # (upstream: --kubelet-insecure-tls when its serving certificate is self-signed)
+             "--deprecated-kubelet-completely-insecure", f"--metric-resolution={METRIC_RESOLUTION}"]
+    command = [sys.executable, "-m", "kubebook.autoscaling.addon", f"--kubeconfig={conf}",
+               f"--sim-port={sim_port}", f"--metrics-server={binaries.ensure_tool('metrics-server')}",
+               f"--watch-pid={apiserver.pid}", f"--watch-start={apiserver.start_time}", "--", *flags]
+    logfile = open(d / "addon.log", "ab")
+    proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=logfile, stderr=subprocess.STDOUT,
+                            start_new_session=True, cwd=d)
+    logfile.close()
+    state = {"pid": proc.pid, "start_time": proc_start_time(proc.pid), "port": port, "sim_port": sim_port,
+             "log": str(d / "addon.log")}
+    _state_file(lab).write_text(json.dumps(state))
+    log(f"[metrics-server] started pid {proc.pid}: metrics-server on 127.0.0.1:{port}, "
+        f"simulated kubelet endpoint on 127.0.0.1:{sim_port}, log {d / 'addon.log'}")
+    return state
+
+
+def stop_metrics_server(lab, *, timeout: float = 30, log=print) -> str:
+    """Unregister the APIService (and what start created), then stop exactly the recorded PID."""
+    api = lab.api_client()
+    reg, core, rbac = client.ApiregistrationV1Api(api), client.CoreV1Api(api), client.RbacAuthorizationV1Api(api)
+    _ignore_404(lambda: reg.delete_api_service(APISERVICE)
+                if (reg.read_api_service(APISERVICE).metadata.labels or {}).get("kubebook.io/addon") else None)
+    _ignore_404(lambda: core.delete_namespaced_service(SERVICE[1], SERVICE[0])
+                if (core.read_namespaced_service(SERVICE[1], SERVICE[0]).metadata.labels or {}).get("kubebook.io/addon")
+                else None)
+    _annotate_nodes(api, remove=True)
+    for kind, body in _rbac_objects():
+        name, namespace = body["metadata"]["name"], body["metadata"].get("namespace")
+        delete = getattr(rbac, f"delete_namespaced_{kind}" if namespace else f"delete_{kind}")
+        _ignore_404(lambda: delete(name, namespace) if namespace else delete(name))
+    state = addon_state(lab)
+    _state_file(lab).unlink(missing_ok=True)
+    if not state:
+        log("[metrics-server] not running; registration removed")
+        return "not running"
+    os.kill(state["pid"], signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while proc_start_time(state["pid"]) == state["start_time"]:
+        if time.monotonic() > deadline:
+            os.kill(state["pid"], signal.SIGKILL)
+            break
+        _reap(state["pid"])
+        time.sleep(0.2)
+    log(f"[metrics-server] stopped pid {state['pid']}; APIService {APISERVICE} removed")
+    return "stopped"
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, os.WNOHANG)  # our child when started from this Python process
+    except ChildProcessError:
+        pass
+
+
+def _ignore_404(fn) -> None:
+    try:
+        fn()
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+
+
+# ---- what a runbook checks on any cluster -----------------------------------------------------
+
+def apiservice(api: client.ApiClient) -> pd.DataFrame:
+    """``kubectl get apiservice v1beta1.metrics.k8s.io``: backing Service, Available and why."""
+    try:
+        a = api.sanitize_for_serialization(client.ApiregistrationV1Api(api).read_api_service(APISERVICE))
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+        return pd.DataFrame([{"name": APISERVICE, "service": "", "available": "not registered",
+                              "reason": "", "message": "no metrics-server (or other provider) installed"}])
+    svc = a["spec"].get("service") or {}
+    cond = next((c for c in (a.get("status") or {}).get("conditions") or [] if c["type"] == "Available"), {})
+    return pd.DataFrame([{"name": APISERVICE,
+                          "service": f"{svc.get('namespace')}/{svc.get('name')}:{svc.get('port')}" if svc else "Local",
+                          "available": cond.get("status", "Unknown"), "reason": cond.get("reason", ""),
+                          "message": cond.get("message", "")}])
+
+
+def is_available(api: client.ApiClient) -> bool:
+    return apiservice(api).loc[0, "available"] == "True"
+
+
+def wait_available(api: client.ApiClient, *, timeout: float = 120) -> None:
+    """Watch the APIService until its Available condition is True."""
+    reg = client.ApiregistrationV1Api(api)
+    deadline = time.monotonic() + timeout
+    selector = f"metadata.name={APISERVICE}"
+    while time.monotonic() < deadline:
+        listing = reg.list_api_service(field_selector=selector)
+        if any(_available(api.sanitize_for_serialization(a)) for a in listing.items):
+            return
+        w = watch.Watch()
+        try:
+            for event in w.stream(reg.list_api_service, field_selector=selector,
+                                  resource_version=listing.metadata.resource_version,
+                                  timeout_seconds=max(1, int(deadline - time.monotonic()))):
+                if _available(api.sanitize_for_serialization(event["object"])):
+                    return
+        except ApiException as exc:
+            if exc.status != 410:
+                raise
+        finally:
+            w.stop()
+    raise WaitTimeout(f"timed out after {timeout:.0f}s waiting for APIService {APISERVICE} to be Available: "
+                      f"{apiservice(api).loc[0, 'message']}")
+
+
+def _available(a: dict) -> bool:
+    return any(c["type"] == "Available" and c["status"] == "True"
+               for c in (a.get("status") or {}).get("conditions") or [])
+
+
+def _list(api: client.ApiClient, plural: str, namespace: str | None = None) -> list[dict]:
+    custom = client.CustomObjectsApi(api)
+    try:
+        if namespace:
+            return custom.list_namespaced_custom_object(GROUP, VERSION, namespace, plural)["items"]
+        return custom.list_cluster_custom_object(GROUP, VERSION, plural)["items"]
+    except ApiException as exc:
+        if exc.status in (404, 503):
+            raise MetricsUnavailable(f"{GROUP}/{VERSION} {plural}: {exc.status} {exc.reason} — is metrics-server "
+                                     "installed and its APIService Available?") from None
+        raise
+
+
+def wait_node_metrics(api: client.ApiClient, *, timeout: float = 120) -> None:
+    """Until every node has a sample. metrics-server has no watch; this polls at the scrape interval's pace."""
+    deadline = time.monotonic() + timeout
+    nodes = {n.metadata.name for n in client.CoreV1Api(api).list_node().items}
+    while True:
+        try:
+            if nodes <= {m["metadata"]["name"] for m in _list(api, "nodes")}:
+                return
+        except MetricsUnavailable:
+            pass
+        if time.monotonic() > deadline:
+            raise WaitTimeout(f"timed out after {timeout:.0f}s waiting for metrics of nodes {sorted(nodes)}")
+        time.sleep(2)  # metrics-server offers no watch on metrics.k8s.io
+
+
+def wait_pod_metrics(api: client.ApiClient, namespace: str, selector: str, *, cpu_at_least: str | None = None,
+                     timeout: float = 120) -> None:
+    """Until every Running Pod matching ``selector`` has metrics (and one reaches ``cpu_at_least``, if given).
+
+    metrics.k8s.io has no watch, so this polls every 2 s: a new Pod needs two scrapes before it has a rate.
+    """
+    want_cpu = _millicores(cpu_at_least) * 0.9 if cpu_at_least else None  # a rate over a window: allow a little
+    deadline = time.monotonic() + timeout
+    while True:
+        running = {p.metadata.name for p in client.CoreV1Api(api).list_namespaced_pod(
+            namespace, label_selector=selector).items if p.status.phase == "Running"}
+        try:
+            got = {m["metadata"]["name"]: sum(_millicores(c["usage"]["cpu"]) for c in m["containers"])
+                   for m in _list(api, "pods", namespace) if m["metadata"]["name"] in running}
+        except MetricsUnavailable:
+            got = {}
+        if running and set(got) == running and (want_cpu is None or max(got.values()) >= want_cpu):
+            return
+        if time.monotonic() > deadline:
+            raise WaitTimeout(f"timed out after {timeout:.0f}s waiting for metrics of Pods {sorted(running)} "
+                              f"in {namespace}" + (f" with one at {cpu_at_least} CPU" if cpu_at_least else "")
+                              + f"; have {got}")
+        time.sleep(2)
+
+
+def _millicores(q: str) -> int:
+    return int(parse_quantity(q) * 1000)
+
+
+def _mib(q: str) -> int:
+    return int(parse_quantity(q) / (1024 * 1024))
+
+
+def top_nodes(api: client.ApiClient) -> pd.DataFrame:
+    """``kubectl top nodes``: usage, and percent of the node's allocatable."""
+    allocatable = {n.metadata.name: n.status.allocatable or {} for n in client.CoreV1Api(api).list_node().items}
+    rows = []
+    for m in sorted(_list(api, "nodes"), key=lambda m: m["metadata"]["name"]):
+        name, usage = m["metadata"]["name"], m["usage"]
+        alloc = allocatable.get(name, {})
+        cpu, mem = _millicores(usage["cpu"]), _mib(usage["memory"])
+        rows.append({"name": name, "cpu (m)": cpu,
+                     "cpu %": round(100 * cpu / _millicores(alloc["cpu"])) if alloc.get("cpu") else None,
+                     "memory (Mi)": mem,
+                     "memory %": round(100 * mem / _mib(alloc["memory"])) if alloc.get("memory") else None,
+                     "window": m.get("window"), "timestamp": m.get("timestamp")})
+    return pd.DataFrame(rows)
+
+
+def top_pods(api: client.ApiClient, namespace: str, *, containers: bool = False) -> pd.DataFrame:
+    """``kubectl top pods`` (``--containers``): CPU in millicores and memory in MiB from metrics.k8s.io."""
+    rows = []
+    for m in sorted(_list(api, "pods", namespace), key=lambda m: m["metadata"]["name"]):
+        if containers:
+            rows += [{"pod": m["metadata"]["name"], "container": c["name"], "cpu (m)": _millicores(c["usage"]["cpu"]),
+                      "memory (Mi)": _mib(c["usage"]["memory"])} for c in m["containers"]]
+        else:
+            rows.append({"pod": m["metadata"]["name"],
+                         "cpu (m)": sum(_millicores(c["usage"]["cpu"]) for c in m["containers"]),
+                         "memory (Mi)": sum(_mib(c["usage"]["memory"]) for c in m["containers"]),
+                         "window": m.get("window"), "timestamp": m.get("timestamp")})
+    return pd.DataFrame(rows, columns=["pod", "container", "cpu (m)", "memory (Mi)"] if containers
+                        else ["pod", "cpu (m)", "memory (Mi)", "window", "timestamp"])
+
+
+def ensure_metrics(api: client.ApiClient, lab_name: str = "", *, plan=None, timeout: float = 120,
+                   log=print) -> bool:
+    """Make ``metrics.k8s.io`` usable; True when this call started the lab add-on (stop it afterwards).
+
+    On a kubebook lab (``lab_name``) the add-on is started, as a plan step, if the APIService is not
+    Available. On any other cluster nothing is installed: the APIService's state is reported and
+    the steps that need metrics say so (install metrics-server, e.g. upstream's components.yaml).
+    """
+    if is_available(api):
+        log(f"{APISERVICE} is Available: metrics are served")
+        return False
+    if not lab_name:
+        log(f"{APISERVICE} is not Available ({apiservice(api).loc[0, 'message']}); install metrics-server "
+            "to let the HPA read utilization")
+        return False
+    from .. import lab as labs
+    lab = labs.get(lab_name)
+
+    def act() -> str:
+        state = start_metrics_server(lab, timeout=timeout, log=log)
+        return f"pid {state['pid']}"
+
+    description = (f"start metrics-server next to lab {lab_name} (127.0.0.1 only) and register APIService "
+                   f"{APISERVICE}")
+    if plan is None:
+        act()
+        return True
+    plan.step("metrics-server", description, act)
+    return plan.acting
+
+
+def stop_if_started(lab_name: str, started: bool, *, plan=None, log=print) -> str | None:
+    """Stop the lab add-on if :func:`ensure_metrics` started it, so the lab is left as it was found."""
+    if not (lab_name and started):
+        return None
+    from .. import lab as labs
+
+    def act() -> str:
+        return stop_metrics_server(labs.get(lab_name), log=log)
+
+    if plan is None:
+        return act()
+    return plan.step("metrics-server-stop", f"unregister {APISERVICE} and stop the lab's metrics-server", act)
+
+
+def kubelet_resource_metrics(api: client.ApiClient, node: str, lab_name: str = "") -> pd.DataFrame:
+    """The kubelet's ``/metrics/resource`` for ``node`` as a table (metric, labels, value).
+
+    On a real cluster it is read through the API server's node proxy
+    (``/api/v1/nodes/<node>/proxy/metrics/resource``, which needs ``nodes/proxy``); on the lab from
+    the simulated endpoint metrics-server scrapes (kwok's node port serves no resource metrics).
+    """
+    if lab_name:
+        from .. import lab as labs
+        state = addon_state(labs.get(lab_name))
+        if not state:
+            raise MetricsUnavailable(f"the metrics add-on of lab {lab_name} is not running")
+        url = f"http://127.0.0.1:{state['sim_port']}/metrics/nodes/{node}/metrics/resource"
+        with urllib.request.urlopen(url, timeout=30) as response:
+            text = response.read().decode()
+    else:
+        status, data = raw_request(api, "GET", f"/api/v1/nodes/{node}/proxy/metrics/resource")
+        if status != 200:
+            raise KubebookError(f"GET /api/v1/nodes/{node}/proxy/metrics/resource: {status} {data[:200]!r}")
+        text = data.decode()
+    return parse_resource_metrics(text)
+
+
+def parse_resource_metrics(text: str) -> pd.DataFrame:
+    """Prometheus text (one sample a line: ``name{labels} value [timestamp]``) as rows; comments dropped."""
+    rows = []
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        head, _, rest = line.partition("} ") if "{" in line else line.partition(" ")
+        name, _, labels = head.partition("{")
+        value = rest.split()[0]
+        rows.append({"metric": name, "labels": labels, "value": float(value)})
+    return pd.DataFrame(rows, columns=["metric", "labels", "value"])
