@@ -32,6 +32,11 @@ from ..scheduling.nodes import _step
 from ..scheduling.workloads import IMAGE
 from ..waits import wait_for
 
+# PVs and StorageClasses are cluster objects kubebook.waits does not list yet; registered for wait_for
+# (belongs in waits._LISTERS itself)
+waits._LISTERS.setdefault("persistentvolumes", (client.CoreV1Api, "list_persistent_volume", None))
+waits._LISTERS.setdefault("storageclasses", (client.StorageV1Api, "list_storage_class", None))
+
 ACCESS_MODES = ("ReadWriteOnce", "ReadOnlyMany", "ReadWriteMany", "ReadWriteOncePod")
 RECLAIM_POLICIES = ("Retain", "Delete", "Recycle")
 VOLUME_MODES = ("Filesystem", "Block")
@@ -244,7 +249,7 @@ class PhaseLog:
         pv = wait_volume_phase(self.api, self.volume, phase, timeout=timeout)
         seen = pv["status"]["phase"]
         ref = (pv.get("spec") or {}).get("claimRef")
-        self.record(seen, note or (f"{seen} ({ref['namespace']}/{ref['name']})" if ref else seen))
+        self.record(seen, note or (f"{ref['namespace']}/{ref['name']}" if ref else "no claim"))
         return f"PV {self.volume} is {seen}" + (f", claimed by {ref['namespace']}/{ref['name']}" if ref else "")
 
     def table(self) -> pd.DataFrame:
@@ -458,8 +463,3 @@ def live_pod_volume_paths(api, namespace: str, selector: str) -> pd.DataFrame:
         frames.append(table)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
         columns=["pod", "node", "volume", "type", "detail", "path on the node"])
-
-
-# PVs and StorageClasses are cluster objects kubebook.waits did not list yet; registered here for wait_for
-waits._LISTERS.setdefault("persistentvolumes", (client.CoreV1Api, "list_persistent_volume", None))
-waits._LISTERS.setdefault("storageclasses", (client.StorageV1Api, "list_storage_class", None))
