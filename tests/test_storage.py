@@ -284,3 +284,32 @@ def test_copy_instructions_name_the_old_source():
     from kubebook.storage import migrate
     assert "node's /opt/mysql/data" in migrate.copy_instructions({"hostPath": {"path": "/opt/mysql/data"}}, "m", "ns")
     assert "kubectl cp" in migrate.copy_instructions({"emptyDir": {}}, "m", "ns")
+
+
+# ---- recorded from the lab (tests/fixtures/storage): the shapes the API really returns -----------------------
+
+def _recorded(name):
+    import json
+    from pathlib import Path
+    return json.loads((Path(__file__).parent / "fixtures" / "storage" / f"{name}.json").read_text())
+
+
+def test_recorded_bound_pair_names_each_other():
+    pv_, pvc_ = _recorded("bound-pv"), _recorded("bound-claim")
+    assert binding.bound_to_claim(pv_, pvc_)
+    assert binding.verdict(pvc_, [pv_]) == "bound to PV nfs-pv"
+    assert binding.best_match(pvc_, [pv_]) == "nfs-pv"
+
+
+def test_recorded_released_volume_refuses_a_new_claim_of_the_same_name():
+    released, again = _recorded("released-pv"), _recorded("new-claim-same-name")
+    assert released["spec"]["claimRef"]["name"] == again["metadata"]["name"]  # same name, another uid
+    cells = binding.check_volume(released, again)
+    assert set(failing(cells)) == {"claimRef/volumeName", "phase"}
+    assert cells["phase"] == "Released, not Available"
+    assert binding.best_match(again, [released]) is None
+    # the admin's step: without the claimRef (and once the controller marks it Available) it fits again
+    cleared = copy.deepcopy(released)
+    del cleared["spec"]["claimRef"]
+    cleared["status"]["phase"] = "Available"
+    assert binding.best_match(again, [cleared]) == "nfs-pv"
