@@ -22,6 +22,8 @@ _LISTERS = {
     "serviceaccounts": (client.CoreV1Api, "list_service_account_for_all_namespaces",
                         "list_namespaced_service_account"),
     "events": (client.CoreV1Api, "list_event_for_all_namespaces", "list_namespaced_event"),
+    "persistentvolumes": (client.CoreV1Api, "list_persistent_volume", None),
+    "storageclasses": (client.StorageV1Api, "list_storage_class", None),
     "persistentvolumeclaims": (client.CoreV1Api, "list_persistent_volume_claim_for_all_namespaces",
                                "list_namespaced_persistent_volume_claim"),
     "deployments": (client.AppsV1Api, "list_deployment_for_all_namespaces", "list_namespaced_deployment"),

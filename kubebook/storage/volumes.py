@@ -24,18 +24,12 @@ import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from .. import waits
 from ..errors import KubebookError
 from ..plan import Plan
 from ..safety import mask, write_private
 from ..scheduling.nodes import _step
 from ..scheduling.workloads import IMAGE
 from ..waits import wait_for
-
-# PVs and StorageClasses are cluster objects kubebook.waits does not list yet; registered for wait_for
-# (belongs in waits._LISTERS itself)
-waits._LISTERS.setdefault("persistentvolumes", (client.CoreV1Api, "list_persistent_volume", None))
-waits._LISTERS.setdefault("storageclasses", (client.StorageV1Api, "list_storage_class", None))
 
 ACCESS_MODES = ("ReadWriteOnce", "ReadOnlyMany", "ReadWriteMany", "ReadWriteOncePod")
 RECLAIM_POLICIES = ("Retain", "Delete", "Recycle")
