@@ -183,3 +183,11 @@ def test_registration_uses_an_external_name_service():
 def test_simulate_load_rejects_a_bad_quantity_before_touching_the_api():
     with pytest.raises(ValueError):
         hpa.simulate_load(None, "luffy", "app=web", cpu="lots")
+
+
+def test_metrics_reader_role_is_namespaced_and_bound_to_the_service_account():
+    role, binding = metrics.reader_objects("luffy", "luffy-pods-admin")
+    assert (role["kind"], role["metadata"]["namespace"]) == ("Role", "luffy")
+    assert {g for r in role["rules"] for g in r["apiGroups"]} == {"", "metrics.k8s.io"}
+    assert binding["subjects"][0]["kind"] == "ServiceAccount"
+    assert (binding["subjects"][0]["name"], binding["subjects"][0]["namespace"]) == ("luffy-pods-admin", "luffy")

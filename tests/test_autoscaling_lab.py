@@ -157,20 +157,21 @@ def test_hpa_scales_out_under_load_and_in_after_the_window(api, metrics_addon):
 
 
 def test_metrics_api_by_url_with_a_service_account_token(api, metrics_addon):
-    from kubebook.auth import rbac, tokens
+    from kubebook.auth import tokens
     from kubebook.autoscaling import metrics
     with scratch(api, replicas=2) as namespace:
-        tokens.ensure_service_account(api, namespace, "reader")
-        rbac.apply_all(api, [
-            rbac.role("reader", namespace=namespace, rules=[rbac.rule(["list"], ["pods"], groups=["metrics.k8s.io"])]),
-            rbac.role_binding("reader", namespace=namespace, role="reader",
-                              subjects=[f"system:serviceaccount:{namespace}:reader"])])
+        granted = metrics.grant_metrics_reader(api, namespace, "reader")
+        assert granted == {"service_account": True, "rbac": True}
         metrics.wait_pod_metrics(api, namespace, "app=web", timeout=120)
         token = tokens.request_token(api, namespace, "reader", duration_seconds=600)
         probe = tokens.probe(token, [f"/apis/metrics.k8s.io/v1beta1/namespaces/{namespace}/pods",
                                      "/apis/metrics.k8s.io/v1beta1/nodes"])
         assert probe["status"].tolist() == [200, 403]
         assert len(metrics.top_pods(token.api_client(), namespace)) == 2
+        metrics.revoke_metrics_reader(api, namespace, "reader", granted)
+        assert "reader" not in {s.metadata.name for s in
+                                client.CoreV1Api(api).list_namespaced_service_account(namespace).items}
+        assert not client.RbacAuthorizationV1Api(api).list_namespaced_role(namespace).items
 
 
 def test_stop_removes_the_registration_and_the_process(lab, api, metrics_addon):

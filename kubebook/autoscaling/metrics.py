@@ -484,3 +484,56 @@ def parse_resource_metrics(text: str) -> pd.DataFrame:
         value = rest.split()[0]
         rows.append({"metric": name, "labels": labels, "value": float(value)})
     return pd.DataFrame(rows, columns=["metric", "labels", "value"])
+
+
+# ---- a ServiceAccount that may read Pod metrics in its namespace (the course's luffy-pods-admin) ----
+
+def reader_objects(namespace: str, service_account: str) -> list[dict]:
+    """A Role reading Pods and their metrics in ``namespace``, bound to the ServiceAccount."""
+    from ..auth import rbac
+    return [rbac.role(service_account, namespace=namespace, rules=[
+                rbac.rule(["get", "list"], ["pods"]), rbac.rule(["get", "list"], ["pods"], groups=[GROUP])]),
+            rbac.role_binding(service_account, namespace=namespace, role=service_account,
+                              subjects=[f"system:serviceaccount:{namespace}:{service_account}"])]
+
+
+def grant_metrics_reader(api: client.ApiClient, namespace: str, service_account: str, *, plan=None) -> dict:
+    """Create the ServiceAccount (if missing) and :func:`reader_objects`; returns what was created."""
+    from ..auth import rbac, tokens
+    created = {"service_account": False, "rbac": False}
+
+    def act() -> str:
+        created["service_account"] = tokens.ensure_service_account(api, namespace, service_account) == "created"
+        result = rbac.apply_all(api, reader_objects(namespace, service_account))
+        created["rbac"] = True
+        return f"ServiceAccount {'created' if created['service_account'] else 'exists'}; {result}"
+
+    description = (f"create ServiceAccount {namespace}/{service_account} if missing, with a Role reading pods and "
+                   f"pods.{GROUP}")
+    if plan is None:
+        act()
+    else:
+        plan.step("metrics-reader", description, act,
+                  command=f"kubectl -n {namespace} create serviceaccount {service_account}")
+    return created
+
+
+def revoke_metrics_reader(api: client.ApiClient, namespace: str, service_account: str, created: dict, *,
+                          plan=None, when: bool = True) -> None:
+    """Delete the Role and RoleBinding, and the ServiceAccount if :func:`grant_metrics_reader` created it."""
+    if not when or not created.get("rbac"):
+        return
+    from ..auth import rbac
+
+    def act() -> str:
+        for obj in reader_objects(namespace, service_account):
+            rbac.delete(api, obj)
+        if created.get("service_account"):
+            _ignore_404(lambda: client.CoreV1Api(api).delete_namespaced_service_account(service_account, namespace))
+        return "deleted"
+
+    what = "Role, RoleBinding" + (" and ServiceAccount" if created.get("service_account") else "")
+    if plan is None:
+        act()
+    else:
+        plan.step("metrics-reader-delete", f"delete {what} {namespace}/{service_account}", act)
