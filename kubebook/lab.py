@@ -293,6 +293,7 @@ class Lab:
             self.nodes = sorted(set(self.nodes) | set(node_names(nodes)), key=_node_order)
             deadline = time.monotonic() + timeout
             self._phase("certs", log, self._ensure_certs)
+            resuming = self.component_state("kube-apiserver") != "running"
             try:
                 self._start_all(deadline, log)
             except LabError as exc:
@@ -303,9 +304,24 @@ class Lab:
                 for c in reversed(COMPONENTS):
                     self.stop_component(c)
                 self._start_all(deadline, log)
+            if resuming:
+                self._phase("stale-addons", log, self._drop_stale_addon_registrations)
             self._phase("wait-ready", log, lambda: self._wait_ready(deadline))
             self._save()
         return self
+
+    def _drop_stale_addon_registrations(self) -> None:
+        """Add-ons (metrics-server for the HPA runbooks) stop with the apiserver they serve; an
+        APIService left registered for one would be Unavailable, and an unavailable aggregated API
+        blocks discovery and namespace deletion. Runbooks register them again when they need them."""
+        from kubernetes.client.exceptions import ApiException
+        registrations = k8s.ApiregistrationV1Api(self.api_client())
+        for svc in registrations.list_api_service(label_selector="kubebook.io/addon").items:
+            try:
+                registrations.delete_api_service(svc.metadata.name)
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise
 
     def _start_all(self, deadline: float, log) -> None:
         self._phase("ports", log, self._ensure_ports)

@@ -143,6 +143,7 @@ def test_second_lab_runs_side_by_side_reports_a_crash_recovers_and_leaves_no_pro
         assert second.processes["etcd"].pid == pids["etcd"]
         assert second.processes["kwok"].pid != pids["kwok"]
         _up_after_another_program_takes_a_port(second)
+        _stale_addon_registration_is_dropped_when_the_apiserver_restarts(second)
         pids = {c: p.pid for c, p in second.processes.items()}
     finally:
         second.down(log=lambda m: None)
@@ -173,6 +174,23 @@ def _up_after_another_program_takes_a_port(lab):
         squatter.close()
     assert lab.ports["kube-scheduler"] != taken
     assert all(row["state"] == "running" for row in lab.status())
+
+
+def _stale_addon_registration_is_dropped_when_the_apiserver_restarts(lab):
+    registrations = client.ApiregistrationV1Api(lab.api_client())
+    name = "v1beta1.stale.kubebook.io"
+    registrations.create_api_service({
+        "metadata": {"name": name, "labels": {"kubebook.io/addon": "test"}},
+        "spec": {"group": "stale.kubebook.io", "version": "v1beta1", "groupPriorityMinimum": 100,
+                 "versionPriority": 100, "insecureSkipTLSVerify": True,
+                 "service": {"namespace": "default", "name": "nowhere", "port": 443}}})
+    lab.up(nodes=1, timeout=120, log=lambda m: None)  # apiserver kept running: its add-ons may be alive
+    assert name in {s.metadata.name for s in registrations.list_api_service().items}
+    lab.stop_component("kube-apiserver")
+    lab.up(nodes=1, timeout=120, log=lambda m: None)
+    registrations = client.ApiregistrationV1Api(lab.api_client())
+    names = {s.metadata.name for s in registrations.list_api_service().items}
+    assert name not in names and "v1." in names  # the add-on's registration went, built-in ones stay
 
 
 def test_listening_ports_avoid_the_ephemeral_range_and_other_labs(tmp_path, monkeypatch):
