@@ -672,9 +672,15 @@ def running(name: str = "kubebook", *, nodes: int = 3, timeout: float = 180.0,
     """
     lab = get(name)
     was_running = lab.is_running()
-    lab.up(nodes=nodes, timeout=timeout, log=log)
+    remove = keep is False or (keep is None and not was_running)
+    try:
+        lab.up(nodes=nodes, timeout=timeout, log=log)
+    except BaseException:
+        if remove:  # a failed start must not leave the processes it started behind
+            lab.down(log=log)
+        raise
     try:
         yield lab
     finally:
-        if keep is False or (keep is None and not was_running):
+        if remove:
             lab.down(log=log)

@@ -226,3 +226,16 @@ def test_cli_lab_status_and_env(lab):
                             capture_output=True, text=True, env=env)
     assert status.returncode == 0, status.stdout + status.stderr
     assert status.stdout.count("running") == len(labs.COMPONENTS)
+
+
+def test_a_lab_that_fails_to_start_leaves_no_process_behind():
+    import re
+    name = f"pytest-fail-{os.getpid()}"
+    lines = []
+    with pytest.raises(labs.LabError, match="timeout"):
+        with labs.running(name, nodes=1, timeout=0.001, log=lines.append):
+            pass
+    pids = [int(m) for line in lines for m in re.findall(r"started pid (\d+)", line)]
+    assert len(pids) == len(labs.COMPONENTS)  # it did start them, then failed waiting
+    assert all(labs._proc_start_time(pid) is None for pid in pids)
+    assert not labs.get(name).dir.exists(), "the failed lab's directory should be removed"
