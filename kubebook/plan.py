@@ -76,3 +76,10 @@ class Plan:
     def table(self) -> pd.DataFrame:
         """Every step with its status: planned (dry run), done or failed."""
         return pd.DataFrame(self.rows, columns=["step", "what", "command", "status", "detail"])
+
+
+def perform(plan: Plan | None, name: str, description: str, action: Callable[[], Any], command: str) -> Any:
+    """Run ``action`` now (no plan: library use), or as a step of ``plan`` (described only in a dry run)."""
+    if plan is None:
+        return action()
+    return plan.step(name, description, action, command=command)

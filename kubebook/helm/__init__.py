@@ -30,7 +30,7 @@ import pandas as pd
 import yaml
 
 from ..errors import KubebookError
-from ..plan import Plan
+from ..plan import Plan, perform
 from ..safety import MASK, mask, mask_text, masked, write_private
 
 CHARTS = Path(__file__).parent.parent / "charts"
@@ -406,7 +406,7 @@ class Helm:
             summary["changed"] = previous is None or previous.strip() != summary["manifest"].strip()
             return summary
 
-        return _step(plan, f"{step}-{release}",
+        return perform(plan, f"{step}-{release}",
                      description or f"install or upgrade release {self.namespace}/{release} from {Path(chart).name}"
                      f" with {_describe_values(set_values, values_files)}",
                      act, self.shell(self.command(*args)))
@@ -417,7 +417,7 @@ class Helm:
             self.run("rollback", release, str(int(revision)))
             return self.revision(release)
 
-        return _step(plan, f"rollback-{release}", f"roll release {self.namespace}/{release} back to revision "
+        return perform(plan, f"rollback-{release}", f"roll release {self.namespace}/{release} back to revision "
                      f"{revision} (as a new revision)", act,
                      self.shell(self.command("rollback", release, str(revision))))
 
@@ -432,7 +432,7 @@ class Helm:
                           yaml.safe_dump(self.values(release, masked_output=False), sort_keys=False))
             return f"{stem}.manifest.yaml"
 
-        return _step(plan, f"backup-{release}", f"save release {self.namespace}/{release}'s manifest and values "
+        return perform(plan, f"backup-{release}", f"save release {self.namespace}/{release}'s manifest and values "
                      f"into {directory} (0600: they hold its Secrets)", act,
                      f"helm get manifest {release} > ...manifest.yaml; helm get values {release} -o yaml > ...values.yaml")
 
@@ -446,7 +446,7 @@ class Helm:
             self.run(*args)
             return "uninstalled"
 
-        return _step(plan, f"uninstall-{release}", f"uninstall release {self.namespace}/{release} and its history",
+        return perform(plan, f"uninstall-{release}", f"uninstall release {self.namespace}/{release} and its history",
                      act, self.shell(self.command(*args)))
 
     # -- charts as OCI artifacts (helm push/pull oci://)
@@ -599,12 +599,6 @@ def wait_ready(api, namespace: str, release: str, *, timeout: float = 120) -> pd
 
 
 # ---------------------------------------------------------------- helpers
-
-def _step(plan: Plan | None, name: str, description: str, action, command: str):
-    if plan is None:
-        return action()
-    return plan.step(name, description, action, command=command)
-
 
 def _values_args(set_values: Mapping[str, Any] | None, values_files: Sequence[str | os.PathLike]) -> list[str]:
     args: list[str] = []

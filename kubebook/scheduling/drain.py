@@ -21,10 +21,10 @@ from kubernetes.client.exceptions import ApiException
 from tqdm.auto import tqdm
 
 from ..errors import KubebookError
-from ..plan import Plan
+from ..plan import Plan, perform
 from ..waits import WaitTimeout, wait_for
 from .explain import TERMINAL, label_selector_matches
-from .nodes import _create_or_replace, _step, cordon
+from .nodes import _create_or_replace, cordon
 
 MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
 
@@ -193,7 +193,7 @@ def drain(api, node: str, *, plan: Plan | None = None, ignore_daemonsets: bool =
             result.loc[result["outcome"] == "evicted", "detail"] = "eviction accepted, Pod still terminating"
         return result
 
-    result = _step(plan, f"drain-{node}", f"evict {len(targets)} Pod(s) from {node} through the Eviction API "
+    result = perform(plan, f"drain-{node}", f"evict {len(targets)} Pod(s) from {node} through the Eviction API "
                    f"(PodDisruptionBudgets honoured, blocked ones reported after {timeout:.0f}s)", act,
                    f"kubectl drain {node} {flags} --timeout={timeout:.0f}s".replace("  ", " "))
     # a dry run answers with what it would do to each Pod, and why
@@ -219,7 +219,7 @@ def pod_disruption_budget(api, namespace: str, name: str, *, selector: dict, min
     rule, flag = (f"minAvailable={min_available}", f"--min-available={min_available}") if min_available is not None \
         else (f"maxUnavailable={max_unavailable}", f"--max-unavailable={max_unavailable}")
     labels = ",".join(f"{k}={v}" for k, v in (selector.get("matchLabels") or {}).items())
-    return _step(plan, f"pdb-{name}", f"PodDisruptionBudget {namespace}/{name}: {rule}", act,
+    return perform(plan, f"pdb-{name}", f"PodDisruptionBudget {namespace}/{name}: {rule}", act,
                  f"kubectl -n {namespace} create poddisruptionbudget {name} --selector={labels} {flag}")
 
 

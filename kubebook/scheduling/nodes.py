@@ -11,14 +11,14 @@ becomes a step of a :class:`kubebook.plan.Plan`: described in a dry run, done wh
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Callable
 
 import pandas as pd
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from ..errors import KubebookError
-from ..plan import Plan
+from ..plan import Plan, perform
 from .explain import describe_taint, label_selector_matches
 from .syntax import parse_label_selector, parse_labels, parse_taint, parse_taint_removal
 
@@ -27,13 +27,6 @@ UNSCHEDULABLE_TAINT = "node.kubernetes.io/unschedulable"
 # Taints under this prefix (not-ready, unreachable, unschedulable, *-pressure) belong to the node
 # lifecycle controller, which adds and removes them as conditions change: never recorded or restored.
 CONTROLLER_TAINTS = "node.kubernetes.io/"
-
-
-def _step(plan: Plan | None, name: str, description: str, action: Callable[[], Any], command: str) -> Any:
-    """Run ``action`` now, or as a step of ``plan`` (which only describes it in a dry run)."""
-    if plan is None:
-        return action()
-    return plan.step(name, description, action, command=command)
 
 
 def _create_or_replace(read: Callable, create: Callable, replace: Callable, name: str, namespace: str,
@@ -124,7 +117,7 @@ def label(api, node: str, labels: str | list[str] | dict, *, plan: Plan | None =
             client.CoreV1Api(api).patch_node(node, {"metadata": {"labels": change}})
         return ", ".join(f"{k}-" if v is None else f"{k}={v}" for k, v in change.items()) or "unchanged"
 
-    return _step(plan, f"label-{node}", f"label node {node}: {text}", act,
+    return perform(plan, f"label-{node}", f"label node {node}: {text}", act,
                  f"kubectl label node {node} {text} --overwrite")
 
 
@@ -166,7 +159,7 @@ def taint(api, node: str, specs: str | dict | list, *, plan: Plan | None = None)
         before, after = _replace_taints(api, node, edit)
         return "unchanged" if before == after else "taints now: " + ", ".join(describe_taint(t) for t in after)
 
-    return _step(plan, f"taint-{node}", f"taint node {node} with {text}", act,
+    return perform(plan, f"taint-{node}", f"taint node {node} with {text}", act,
                  f"kubectl taint node {node} {text} --overwrite")
 
 
@@ -184,7 +177,7 @@ def untaint(api, node: str, specs: str | list[str], *, plan: Plan | None = None)
         gone = [describe_taint(t) for t in before if t not in after]
         return "removed " + ", ".join(gone) if gone else "unchanged (no such taint)"
 
-    return _step(plan, f"untaint-{node}", f"remove taint(s) {text} from node {node}", act,
+    return perform(plan, f"untaint-{node}", f"remove taint(s) {text} from node {node}", act,
                  f"kubectl taint node {node} {text}")
 
 
@@ -198,12 +191,12 @@ def _set_unschedulable(api, node: str, value: bool) -> str:
 
 def cordon(api, node: str, *, plan: Plan | None = None) -> str | None:
     """Mark ``node`` unschedulable: Pods already there keep running, new ones go elsewhere."""
-    return _step(plan, f"cordon-{node}", f"cordon node {node} (SchedulingDisabled)",
+    return perform(plan, f"cordon-{node}", f"cordon node {node} (SchedulingDisabled)",
                  lambda: _set_unschedulable(api, node, True), f"kubectl cordon {node}")
 
 
 def uncordon(api, node: str, *, plan: Plan | None = None) -> str | None:
-    return _step(plan, f"uncordon-{node}", f"uncordon node {node}",
+    return perform(plan, f"uncordon-{node}", f"uncordon node {node}",
                  lambda: _set_unschedulable(api, node, False), f"kubectl uncordon {node}")
 
 
@@ -272,7 +265,7 @@ def restore(api, state: dict[str, dict], *, plan: Plan | None = None, when: bool
                 changed.append(name)
         return "restored " + ", ".join(changed) if changed else "nothing to restore"
 
-    return _step(plan, "restore-nodes", f"restore labels, taints and cordon of {', '.join(state)} as recorded",
+    return perform(plan, "restore-nodes", f"restore labels, taints and cordon of {', '.join(state)} as recorded",
                  act, "kubectl label/taint/uncordon back to the recorded state")
 
 

@@ -17,9 +17,9 @@ import pandas as pd
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from ..plan import Plan
+from ..plan import Plan, perform
 from ..waits import wait_for
-from .nodes import _create_or_replace, _step
+from .nodes import _create_or_replace
 from .syntax import describe_toleration, parse_label_selector, parse_term, parse_toleration, parse_weighted_term
 
 IMAGE = "nginx:1.27"  # kwok runs nothing, so any image name works on the lab
@@ -105,7 +105,7 @@ def apply_daemonset(api, namespace: str, body: dict, *, plan: Plan | None = None
                 raise
             return "exists"
 
-    return _step(plan, f"apply-{name}", f"create DaemonSet {namespace}/{name}", act,
+    return perform(plan, f"apply-{name}", f"create DaemonSet {namespace}/{name}", act,
                  f"kubectl -n {namespace} apply -f {name}.yaml")
 
 
@@ -137,7 +137,7 @@ def ensure_namespace(api, namespace: str, *, plan: Plan | None = None) -> bool |
                  what=f"ServiceAccount {namespace}/default")
         return True
 
-    return _step(plan, f"namespace-{namespace}", f"create namespace {namespace} if missing", act,
+    return perform(plan, f"namespace-{namespace}", f"create namespace {namespace} if missing", act,
                  f"kubectl create namespace {namespace}")
 
 
@@ -154,7 +154,7 @@ def delete_namespace(api, namespace: str, *, plan: Plan | None = None, timeout: 
                  what=f"namespace {namespace} deleted")
         return "deleted"
 
-    return _step(plan, f"delete-namespace-{namespace}", f"delete namespace {namespace} and everything in it",
+    return perform(plan, f"delete-namespace-{namespace}", f"delete namespace {namespace} and everything in it",
                  act, f"kubectl delete namespace {namespace}")
 
 
@@ -168,7 +168,7 @@ def apply_deployment(api, namespace: str, body: dict, *, plan: Plan | None = Non
                                   apps.replace_namespaced_deployment, name, namespace, body)
 
     rules = describe_rules(body["spec"]["template"]["spec"])
-    return _step(plan, f"apply-{name}", f"apply Deployment {namespace}/{name} with {body['spec']['replicas']} "
+    return perform(plan, f"apply-{name}", f"apply Deployment {namespace}/{name} with {body['spec']['replicas']} "
                  f"replicas; {rules or 'no placement rules'}", act, f"kubectl -n {namespace} apply -f {name}.yaml")
 
 
@@ -177,7 +177,7 @@ def scale(api, namespace: str, name: str, replicas: int, *, plan: Plan | None = 
         client.AppsV1Api(api).patch_namespaced_deployment_scale(name, namespace, {"spec": {"replicas": replicas}})
         return f"{replicas} replicas"
 
-    return _step(plan, f"scale-{name}", f"scale Deployment {namespace}/{name} to {replicas}", act,
+    return perform(plan, f"scale-{name}", f"scale Deployment {namespace}/{name} to {replicas}", act,
                  f"kubectl -n {namespace} scale deployment {name} --replicas={replicas}")
 
 
@@ -193,7 +193,7 @@ def delete_deployment(api, namespace: str, name: str, *, plan: Plan | None = Non
                  what=f"Pods of {namespace}/{name} gone")
         return "deleted"
 
-    return _step(plan, f"delete-{name}", f"delete Deployment {namespace}/{name} and its Pods", act,
+    return perform(plan, f"delete-{name}", f"delete Deployment {namespace}/{name} and its Pods", act,
                  f"kubectl -n {namespace} delete deployment {name}")
 
 

@@ -16,8 +16,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from ..errors import KubebookError
-from ..plan import Plan
-from ..scheduling.nodes import _step
+from ..plan import Plan, perform
 from ..scheduling.workloads import IMAGE
 from .volumes import backup, validate_name
 
@@ -65,7 +64,7 @@ def create_pod(api, namespace: str, body: dict, *, plan: Plan | None = None) -> 
             return "exists"
 
     kinds = ", ".join(next(k for k in v if k != "name") for v in body["spec"]["volumes"])
-    return _step(plan, f"create-pod-{name}", f"create Pod {namespace}/{name} with volumes: {kinds}", act,
+    return perform(plan, f"create-pod-{name}", f"create Pod {namespace}/{name} with volumes: {kinds}", act,
                  f"kubectl -n {namespace} apply -f {name}.yaml")
 
 
@@ -152,7 +151,7 @@ def swap_volume_to_claim(api, namespace: str, deployment: str, volume: str, clai
             {"op": "replace", "path": path, "value": {"name": volume, "persistentVolumeClaim": {"claimName": claim}}}])
         return f"volume {volume} now uses claim {claim}; backup: {saved}"
 
-    return _step(plan, f"swap-{deployment}-{volume}", f"back up Deployment {namespace}/{deployment} into "
+    return perform(plan, f"swap-{deployment}-{volume}", f"back up Deployment {namespace}/{deployment} into "
                  f"{backup_dir}, then point its volume {volume} at claim {claim}", act,
                  f"kubectl -n {namespace} patch deployment {deployment} --type json -p "
                  f"'[{{\"op\":\"replace\",\"path\":\"/spec/template/spec/volumes/<i>\",\"value\":"
@@ -182,7 +181,7 @@ def delete_pod(api, namespace: str, name: str, *, plan: Plan | None = None, time
                  timeout=timeout, what=f"Pod {namespace}/{name} gone")
         return "deleted"
 
-    return _step(plan, f"delete-pod-{name}", f"delete Pod {namespace}/{name}", act,
+    return perform(plan, f"delete-pod-{name}", f"delete Pod {namespace}/{name}", act,
                  f"kubectl -n {namespace} delete pod {name}")
 
 

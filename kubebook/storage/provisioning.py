@@ -20,8 +20,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from ..errors import KubebookError
-from ..plan import Plan
-from ..scheduling.nodes import _step
+from ..plan import Plan, perform
 from .volumes import validate_name, wait_claim_phase, wait_volume_phase
 
 DEFAULT_ANNOTATION = "storageclass.kubernetes.io/is-default-class"
@@ -95,7 +94,7 @@ def apply_storage_class(api, body: dict, *, plan: Plan | None = None) -> str | N
     what = f"create StorageClass {name} (provisioner {body['provisioner']}, reclaimPolicy " \
            f"{body.get('reclaimPolicy', 'Delete')}, {body.get('volumeBindingMode', 'Immediate')})" + \
            (" marked default" if default else "")
-    return _step(plan, f"create-sc-{name}", what, act, f"kubectl apply -f {name}.yaml")
+    return perform(plan, f"create-sc-{name}", what, act, f"kubectl apply -f {name}.yaml")
 
 
 def set_default(api, name: str, default: bool, *, plan: Plan | None = None) -> str | None:
@@ -107,7 +106,7 @@ def set_default(api, name: str, default: bool, *, plan: Plan | None = None) -> s
         return "set" if default else "removed"
 
     text = f"{DEFAULT_ANNOTATION}=true" if default else f"{DEFAULT_ANNOTATION}-"
-    return _step(plan, f"default-{name}", f"{'mark' if default else 'unmark'} StorageClass {name} as the default",
+    return perform(plan, f"default-{name}", f"{'mark' if default else 'unmark'} StorageClass {name} as the default",
                  act, f"kubectl annotate storageclass {name} {text} --overwrite")
 
 
@@ -122,7 +121,7 @@ def restore_default_state(api, before: dict[str, str | None], *, plan: Plan | No
                 changed.append(name)
         return ", ".join(changed) or "unchanged"
 
-    return _step(plan, "restore-default-class", "restore the default-class annotations recorded at the start",
+    return perform(plan, "restore-default-class", "restore the default-class annotations recorded at the start",
                  act, "kubectl annotate storageclass ...")
 
 
@@ -136,7 +135,7 @@ def delete_storage_class(api, name: str, *, plan: Plan | None = None) -> str | N
                 return "already gone"
             raise
 
-    return _step(plan, f"delete-sc-{name}", f"delete StorageClass {name} (PVs it made are not touched)", act,
+    return perform(plan, f"delete-sc-{name}", f"delete StorageClass {name} (PVs it made are not touched)", act,
                  f"kubectl delete storageclass {name}")
 
 

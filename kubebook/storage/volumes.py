@@ -25,9 +25,8 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from ..errors import KubebookError
-from ..plan import Plan
+from ..plan import Plan, perform
 from ..safety import mask, write_private
-from ..scheduling.nodes import _step
 from ..scheduling.workloads import IMAGE
 from ..waits import wait_for
 
@@ -273,7 +272,7 @@ def apply_volume(api, body: dict, *, plan: Plan | None = None) -> str | None:
                 raise
             return "exists"
 
-    return _step(plan, f"create-pv-{name}", f"create PV {name}: {spec['capacity']['storage']} {_modes(spec)}, "
+    return perform(plan, f"create-pv-{name}", f"create PV {name}: {spec['capacity']['storage']} {_modes(spec)}, "
                  f"reclaim {spec['persistentVolumeReclaimPolicy']}, class {spec.get('storageClassName') or '(none)'}",
                  act, f"kubectl create -f {name}.yaml")
 
@@ -293,7 +292,7 @@ def apply_claim(api, namespace: str, body: dict, *, plan: Plan | None = None) ->
                 raise
             return "exists"
 
-    return _step(plan, f"create-pvc-{name}", f"create claim {namespace}/{name}: "
+    return perform(plan, f"create-pvc-{name}", f"create claim {namespace}/{name}: "
                  f"{spec['resources']['requests']['storage']} {_modes(spec)}, class "
                  f"{'(default, filled in by admission)' if cls is None else cls or '(none)'}",
                  act, f"kubectl -n {namespace} create -f {name}.yaml")
@@ -347,7 +346,7 @@ def delete_claim(api, namespace: str, name: str, *, backup_dir: str | Path, plan
         wait_claim_phase(api, namespace, name, None, timeout=timeout)
         return "deleted; backup: " + ", ".join(str(p) for p in saved)
 
-    return _step(plan, f"delete-pvc-{name}", f"back up claim {namespace}/{name} and its PV into {backup_dir}, "
+    return perform(plan, f"delete-pvc-{name}", f"back up claim {namespace}/{name} and its PV into {backup_dir}, "
                  "then delete the claim", act, f"kubectl -n {namespace} delete pvc {name}")
 
 
@@ -367,7 +366,7 @@ def delete_volume(api, name: str, *, backup_dir: str | Path, plan: Plan | None =
         wait_volume_phase(api, name, None, timeout=timeout)
         return f"deleted; backup: {saved}"
 
-    return _step(plan, f"delete-pv-{name}", f"back up PV {name} into {backup_dir}, then delete it", act,
+    return perform(plan, f"delete-pv-{name}", f"back up PV {name} into {backup_dir}, then delete it", act,
                  f"kubectl delete pv {name}")
 
 
@@ -392,7 +391,7 @@ def make_available(api, name: str, *, plan: Plan | None = None) -> str | None:
             {"op": "remove", "path": "/spec/claimRef"}])
         return "claimRef removed"
 
-    return _step(plan, f"release-{name}", f"remove PV {name}'s claimRef so it becomes Available again", act,
+    return perform(plan, f"release-{name}", f"remove PV {name}'s claimRef so it becomes Available again", act,
                  f"kubectl patch pv {name} --type json -p '[{{\"op\":\"remove\",\"path\":\"/spec/claimRef\"}}]'")
 
 
