@@ -4,9 +4,11 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any, Callable
 from urllib.parse import urlencode
 
 from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
 
 from .errors import KubebookError
 
@@ -65,3 +67,16 @@ def raw_request(api: client.ApiClient, method: str, path: str, *, body: dict | N
     resp = api.rest_client.pool_manager.request(method, url, headers=headers, timeout=timeout,
                                                 body=json.dumps(body).encode() if body is not None else None)
     return resp.status, resp.data
+
+
+def create_or_keep(create: Callable[..., Any], *args: Any) -> str:
+    """Call a client ``create_*`` method; "created", or "exists" when the object is already there (409).
+
+    For objects kubebook creates once and never edits in place, so re-running is safe."""
+    try:
+        create(*args)
+        return "created"
+    except ApiException as exc:
+        if exc.status != 409:
+            raise
+        return "exists"

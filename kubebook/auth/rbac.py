@@ -14,6 +14,7 @@ import pandas as pd
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from ..connect import create_or_keep
 from ..errors import KubebookError
 from .access import Resource, can
 from .subjects import MASTERS, RBAC_GROUP, Subject, parse_all
@@ -141,13 +142,7 @@ def delete(api: client.ApiClient, obj: dict) -> bool:
 
 
 def ensure_namespace(api: client.ApiClient, name: str) -> str:
-    try:
-        client.CoreV1Api(api).create_namespace({"metadata": {"name": name}})
-        return "created"
-    except ApiException as exc:
-        if exc.status != 409:
-            raise
-        return "exists"
+    return create_or_keep(client.CoreV1Api(api).create_namespace, {"metadata": {"name": name}})
 
 
 def show(objects: list[dict]) -> pd.DataFrame:

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 from kubernetes import client
-from kubernetes.client.exceptions import ApiException
 
+from ..connect import create_or_keep
 from ..errors import KubebookError
 from ..safety import masked
 from .access import names, request
@@ -24,13 +24,8 @@ BOUND_KINDS = ("", "Pod", "Secret", "Node")
 
 
 def ensure_service_account(api: client.ApiClient, namespace: str, name: str) -> str:
-    try:
-        client.CoreV1Api(api).create_namespaced_service_account(namespace, {"metadata": {"name": name}})
-        return "created"
-    except ApiException as exc:
-        if exc.status != 409:
-            raise
-        return "exists"
+    return create_or_keep(client.CoreV1Api(api).create_namespaced_service_account, namespace,
+                          {"metadata": {"name": name}})
 
 
 @dataclass(frozen=True)

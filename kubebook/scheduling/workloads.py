@@ -17,6 +17,7 @@ import pandas as pd
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from ..connect import create_or_keep
 from ..plan import Plan, perform
 from ..waits import wait_for
 from .nodes import _create_or_replace
@@ -97,13 +98,7 @@ def apply_daemonset(api, namespace: str, body: dict, *, plan: Plan | None = None
     name = body["metadata"]["name"]
 
     def act() -> str:
-        try:
-            apps.create_namespaced_daemon_set(namespace, body)
-            return "created"
-        except ApiException as exc:
-            if exc.status != 409:
-                raise
-            return "exists"
+        return create_or_keep(apps.create_namespaced_daemon_set, namespace, body)
 
     return perform(plan, f"apply-{name}", f"create DaemonSet {namespace}/{name}", act,
                  f"kubectl -n {namespace} apply -f {name}.yaml")

@@ -15,6 +15,7 @@ import pandas as pd
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from ..connect import create_or_keep
 from ..errors import KubebookError
 from ..plan import Plan, perform
 from ..scheduling.workloads import IMAGE
@@ -55,13 +56,7 @@ def create_pod(api, namespace: str, body: dict, *, plan: Plan | None = None) -> 
     name = body["metadata"]["name"]
 
     def act() -> str:
-        try:
-            client.CoreV1Api(api).create_namespaced_pod(namespace, body)
-            return "created"
-        except ApiException as exc:
-            if exc.status != 409:
-                raise
-            return "exists"
+        return create_or_keep(client.CoreV1Api(api).create_namespaced_pod, namespace, body)
 
     kinds = ", ".join(next(k for k in v if k != "name") for v in body["spec"]["volumes"])
     return perform(plan, f"create-pod-{name}", f"create Pod {namespace}/{name} with volumes: {kinds}", act,

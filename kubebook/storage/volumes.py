@@ -24,6 +24,7 @@ import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from ..connect import create_or_keep
 from ..errors import KubebookError
 from ..plan import Plan, perform
 from ..safety import mask, write_private
@@ -264,13 +265,7 @@ def apply_volume(api, body: dict, *, plan: Plan | None = None) -> str | None:
     spec = body["spec"]
 
     def act() -> str:
-        try:
-            client.CoreV1Api(api).create_persistent_volume(body)
-            return "created"
-        except ApiException as exc:
-            if exc.status != 409:
-                raise
-            return "exists"
+        return create_or_keep(client.CoreV1Api(api).create_persistent_volume, body)
 
     return perform(plan, f"create-pv-{name}", f"create PV {name}: {spec['capacity']['storage']} {_modes(spec)}, "
                  f"reclaim {spec['persistentVolumeReclaimPolicy']}, class {spec.get('storageClassName') or '(none)'}",
@@ -284,13 +279,7 @@ def apply_claim(api, namespace: str, body: dict, *, plan: Plan | None = None) ->
     cls = spec.get("storageClassName")
 
     def act() -> str:
-        try:
-            client.CoreV1Api(api).create_namespaced_persistent_volume_claim(namespace, body)
-            return "created"
-        except ApiException as exc:
-            if exc.status != 409:
-                raise
-            return "exists"
+        return create_or_keep(client.CoreV1Api(api).create_namespaced_persistent_volume_claim, namespace, body)
 
     return perform(plan, f"create-pvc-{name}", f"create claim {namespace}/{name}: "
                  f"{spec['resources']['requests']['storage']} {_modes(spec)}, class "
