@@ -26,7 +26,9 @@ class LabError(KubebookError):
 
 
 class ConfirmationRequired(KubebookError):
-    """A change was requested without the confirmation that names its target."""
+    """A change was requested with a confirmation that does not name exactly its targets."""
+
+    exit_code = 2
 
 
 class RunbookFailed(KubebookError):

@@ -1,30 +1,39 @@
 """Finding, validating and running runbooks (papermill underneath).
 
 A runbook is ``runbooks/<topic>/<lab>.ipynb`` with a markdown title cell whose first line
-after the heading is its purpose, and one cell tagged ``parameters``::
+after the heading is its purpose, and one cell tagged ``parameters`` declaring typed parameters
+(see :mod:`kubebook.parameters`)::
 
-    namespace: str = "luffy"   # namespace to act on
-    replicas: int = 3          # how many Pods
-    context: str = ""          # kubeconfig context ("": the current one)
-    snapshot: str = None       # required: a default of None on a non-optional type
+    from kubebook.parameters import *  # parameter types; values are checked before any other cell runs
+    namespace: Namespace = "kubebook-demo"   # namespace to act on
+    replicas: Count = 3                      # how many Pods
+    snapshot: File = None                    # required: a default of None
 
-Parameters are checked before any kernel starts: an unknown name, a value that does not
-convert to the declared type, or a missing required value raises :class:`ParameterError`.
+Parameters are checked before any kernel starts: an unknown name, a value that does not fit
+the declared type, or a missing required value raises :class:`ParameterError` (exit 2). Secret
+parameters travel out of band (a 0600 file named in the kernel's environment, removed after the
+run); the notebook shows ``***``. Executed notebooks and their HTML copies are written 0600.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
-import re
+import tempfile
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
-from .errors import ParameterError, RunbookFailed, RunbookNotFound
+from . import parameters as params_mod, paths, records, safety
+from .errors import ConfirmationRequired, ParameterError, RunbookFailed, RunbookNotFound
+from .parameters import Parameter
 
-_TRUE = {"true", "yes", "y", "1", "on"}
-_FALSE = {"false", "no", "n", "0", "off"}
+RUN_ID_ENV = "KUBEBOOK_RUN_ID"
+# How long a finished cell's last outputs may take to arrive. papermill fails the cell after nbclient's
+# 4 s, which a loaded machine (a classroom's labs, a CI runner) exceeds for a widget's first render.
+IOPUB_TIMEOUT = 60
 
 
 def runbooks_root() -> Path:
@@ -32,70 +41,6 @@ def runbooks_root() -> Path:
     if env:
         return Path(env)
     return Path(__file__).resolve().parent.parent / "runbooks"
-
-
-@dataclass(frozen=True)
-class Parameter:
-    name: str
-    type: str
-    default: Any
-    help: str
-
-    @property
-    def optional(self) -> bool:
-        return "None" in self.type or "Optional" in self.type
-
-    @property
-    def required(self) -> bool:
-        return self.default is None and not self.optional
-
-    @property
-    def base_type(self) -> str:
-        """``str | None`` → ``str``; ``list[str]`` → ``list``."""
-        parts = [p.strip() for p in re.split(r"\|", self.type.replace("Optional[", "").rstrip("]"))]
-        base = next((p for p in parts if p and p != "None"), "str")
-        return base.split("[")[0]
-
-    def convert(self, value: Any) -> Any:
-        """``value`` (a CLI string or a Python value) as this parameter's type, or ParameterError."""
-        if value is None:
-            if self.optional:
-                return None
-            raise ParameterError(f"parameter {self.name}: a value of type {self.type} is required")
-        kind = self.base_type
-        try:
-            if kind == "bool":
-                if isinstance(value, bool):
-                    return value
-                text = str(value).strip().lower()
-                if text in _TRUE:
-                    return True
-                if text in _FALSE:
-                    return False
-                raise ValueError
-            if kind == "int":
-                if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-                    raise ValueError
-                return int(value) if not isinstance(value, str) else int(value.strip(), 0)
-            if kind == "float":
-                if isinstance(value, bool):
-                    raise ValueError
-                return float(value)
-            if kind in ("list", "dict"):
-                if kind == "list" and isinstance(value, str) and not value.lstrip().startswith("["):
-                    parsed = [v.strip() for v in value.split(",") if v.strip()]  # a,b,c
-                else:
-                    parsed = json.loads(value) if isinstance(value, str) else value
-                if not isinstance(parsed, list if kind == "list" else dict):
-                    raise ValueError
-                return parsed
-            if kind == "str":
-                if not isinstance(value, str):
-                    raise ValueError
-                return value
-        except (ValueError, TypeError, json.JSONDecodeError):
-            raise ParameterError(f"parameter {self.name}: {value!r} is not a valid {self.type}") from None
-        return value
 
 
 @dataclass(frozen=True)
@@ -107,28 +52,30 @@ class Runbook:
     parameters: dict[str, Parameter] = field(default_factory=dict)
     # values that make the runbook act on the kubebook lab (notebook metadata kubebook.lab_parameters)
     lab_defaults: dict[str, Any] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)  # the notebook's metadata.kubebook
+    # what a scheduled run may do, as RBAC rules (notebook metadata kubebook.permissions; None: not
+    # declared, so it cannot be scheduled), and where its job must run (kubebook.job: control-plane
+    # placement, host paths); see kubebook.schedule
+    permissions: tuple[dict, ...] | None = None
+    job: dict[str, Any] = field(default_factory=dict)
 
     @property
     def id(self) -> str:
         return f"{self.topic}/{self.name}"
 
+    @property
+    def secret_parameters(self) -> list[str]:
+        return [p.name for p in self.parameters.values() if p.secret]
+
     def validate(self, values: dict[str, Any]) -> dict[str, Any]:
         """Converted parameter values; raises ParameterError on the first problem found."""
-        unknown = sorted(set(values) - set(self.parameters))
-        if unknown:
-            raise ParameterError(f"{self.id}: unknown parameter {unknown[0]!r} "
-                                 f"(known: {', '.join(self.parameters)})")
-        converted = {name: self.parameters[name].convert(v) for name, v in values.items()}
-        missing = [p.name for p in self.parameters.values() if p.required and p.name not in converted]
-        if missing:
-            raise ParameterError(f"{self.id}: missing required parameter {missing[0]!r} "
-                                 f"({self.parameters[missing[0]].help})")
-        return converted
+        return params_mod.validate(self.parameters, values, where=self.id)
 
     def describe(self) -> dict:
         return {"runbook": self.id, "topic": self.topic, "purpose": self.purpose, "path": str(self.path),
-                "parameters": [{"name": p.name, "type": p.type, "default": p.default, "help": p.help,
-                                "required": p.required} for p in self.parameters.values()]}
+                "kind": self.metadata.get("kind", "runbook"),
+                "parameters": [{"name": p.name, "type": p.type.name, "default": p.default, "help": p.help,
+                                "required": p.required, "secret": p.secret} for p in self.parameters.values()]}
 
 
 def _purpose(nb: dict) -> str:
@@ -140,37 +87,33 @@ def _purpose(nb: dict) -> str:
     return ""
 
 
+def parameters_cell(nb: dict) -> dict | None:
+    return next((c for c in nb.get("cells", []) if "parameters" in (c.get("metadata", {}).get("tags") or [])), None)
+
+
 def load(path: str | Path) -> Runbook:
-    """Read a runbook's purpose and typed parameters (papermill's inspection)."""
-    import papermill
+    """Read a runbook's purpose and typed parameters (from its ``parameters`` cell)."""
     path = Path(path)
     if not path.is_file():
         raise RunbookNotFound(f"runbook not found: {path}")
     nb = json.loads(path.read_text())
-    params = {}
-    for name, info in papermill.inspect_notebook(str(path)).items():
-        params[name] = Parameter(name=name, type=info.get("inferred_type_name") or "str",
-                                 default=_literal(info.get("default")), help=info.get("help") or "")
-    lab_defaults = nb.get("metadata", {}).get("kubebook", {}).get("lab_parameters", {})
-    return Runbook(path=path, topic=path.parent.name, name=path.stem, purpose=_purpose(nb), parameters=params,
-                   lab_defaults=lab_defaults)
+    cell = parameters_cell(nb)
+    try:
+        declared = params_mod.declarations("".join(cell["source"])) if cell else {}
+    except ParameterError as exc:
+        raise ParameterError(f"{path.parent.name}/{path.stem}: {exc}") from None
+    meta = nb.get("metadata", {}).get("kubebook", {})
+    return Runbook(path=path, topic=path.parent.name, name=path.stem, purpose=_purpose(nb), parameters=declared,
+                   lab_defaults=meta.get("lab_parameters", {}), metadata=meta, job=meta.get("job", {}),
+                   permissions=tuple(meta["permissions"]) if "permissions" in meta else None)
 
 
 def lab_values(runbook: Runbook, lab) -> dict[str, Any]:
     """Parameters that point ``runbook`` at ``lab`` (a :class:`kubebook.lab.Lab`), as the demo and tests run it."""
-    candidates = {"lab": lab.name, "kubeconfig": str(lab.kubeconfig), "context": lab.context,
-                  **runbook.lab_defaults}
+    cluster = {"lab": lab.name} if "lab" in runbook.parameters else \
+        {"kubeconfig": str(lab.kubeconfig), "context": lab.context}
+    candidates = {**cluster, **runbook.lab_defaults}
     return {k: v for k, v in candidates.items() if k in runbook.parameters}
-
-
-def _literal(text: str | None) -> Any:
-    import ast
-    if text is None:
-        return None
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return text
 
 
 def discover(root: Path | None = None) -> list[Runbook]:
@@ -199,6 +142,73 @@ class RunResult:
     notebook: Path
     html: Path | None
     error: str = ""
+    run_id: str = ""
+
+
+def new_run_id(runbook: Runbook) -> str:
+    """A run's identity: recorded on every object it creates and in its backups' directory name."""
+    return f"{runbook.topic}-{runbook.name}-{dt.datetime.now():%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
+
+
+@contextlib.contextmanager
+def _out_of_band(secrets: dict[str, Any], run_id: str) -> Iterator[None]:
+    """The kernel's environment for one run: its id, and the secret values in a 0600 file that
+    exists only while the run does (the kernel inherits the environment when papermill starts it)."""
+    saved = {k: os.environ.get(k) for k in (params_mod.SECRETS_FILE_ENV, RUN_ID_ENV)}
+    directory = Path(tempfile.mkdtemp(prefix="kubebook-secrets-"))  # 0700
+    try:
+        os.environ[RUN_ID_ENV] = run_id
+        if secrets:
+            secrets_file = safety.write_private(directory / "secrets.json", json.dumps(secrets))
+            os.environ[params_mod.SECRETS_FILE_ENV] = str(secrets_file)
+        else:
+            os.environ.pop(params_mod.SECRETS_FILE_ENV, None)
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        for leftover in directory.iterdir():
+            leftover.unlink()
+        directory.rmdir()
+
+
+def read_secrets_file(path: str | os.PathLike) -> dict[str, Any]:
+    """Secret parameter values from a JSON or YAML file (``kubebook run --secrets-file``)."""
+    import yaml
+    path = Path(path).expanduser()
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ParameterError(f"secrets file {path}: {type(exc).__name__}") from None
+    if not isinstance(data, dict):
+        raise ParameterError(f"secrets file {path}: not a mapping of parameter names to values")
+    if path.stat().st_mode & 0o077:
+        raise ParameterError(f"secrets file {path} can be read by others: chmod 600 {path}")
+    return data
+
+
+def _scrub_file(path: Path, secrets: list[str]) -> None:
+    """Replace any secret value still in ``path`` (belt and braces: the kernel masks its outputs)."""
+    if not path.is_file() or not secrets:
+        return
+    text = path.read_text()
+    cleaned = text
+    for secret in sorted(secrets, key=len, reverse=True):
+        cleaned = cleaned.replace(secret, safety.masked(secret))
+        cleaned = cleaned.replace(json.dumps(secret)[1:-1], safety.masked(secret))
+    if cleaned != text:
+        safety.write_private(path, cleaned)
+
+
+def _secret_strings(secrets: dict[str, Any]) -> list[str]:
+    found = []
+    for value in secrets.values():
+        items = value.values() if isinstance(value, dict) else [value]
+        found += [str(v) for v in items if isinstance(v, (str, int, float)) and len(str(v)) >= 4]
+    return found
 
 
 def run(runbook: Runbook, values: dict[str, Any], *, output_dir: str | Path = "runs",
@@ -206,29 +216,67 @@ def run(runbook: Runbook, values: dict[str, Any], *, output_dir: str | Path = "r
     """Validate ``values``, execute the runbook, and write the executed notebook plus an HTML copy.
 
     Raises ParameterError before anything runs; RunbookFailed (with the output path) if a cell failed.
+    Both files are 0600 in a directory created 0700.
     """
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
     params = runbook.validate(values)
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    secrets = {name: v for name, v in params.items() if runbook.parameters[name].secret and v not in ("", None)}
+    injected = {name: params_mod.placeholder(runbook.parameters[name], v) if name in secrets else v
+                for name, v in params.items()}
+    output_dir = paths.private_dir(output_dir)
     stamp = timestamp or dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     out = output_dir / f"{runbook.topic}-{runbook.name}-{stamp}.ipynb"
+    safety.write_private(out, "")  # papermill truncates and rewrites it: the mode stays 0600
+    run_id = new_run_id(runbook)
     started = dt.datetime.now()
     error: PapermillExecutionError | None = None
-    try:
-        papermill.execute_notebook(str(runbook.path), str(out), parameters=params, kernel_name=kernel_name,
-                                   progress_bar=progress, cwd=str(runbook.path.parent))
-    except PapermillExecutionError as exc:
-        error = exc
+    with _out_of_band(secrets, run_id):
+        try:
+            papermill.execute_notebook(str(runbook.path), str(out), parameters=injected, kernel_name=kernel_name,
+                                       progress_bar=progress, cwd=str(runbook.path.parent),
+                                       kernel_manager_class=_kernel_manager_class(),
+                                       iopub_timeout=IOPUB_TIMEOUT)
+        except PapermillExecutionError as exc:
+            error = exc
     seconds = (dt.datetime.now() - started).total_seconds()
+    _scrub_file(out, _secret_strings(secrets))
     html = _to_html(out)
+    records.record(runbook, params, started=started, seconds=seconds, notebook=out, html=html, error=error)
     if error is not None:
-        raise RunbookFailed(f"{runbook.id}: cell {error.exec_count} failed: {error.ename}: "
-                            f"{error.evalue}".strip(), output_path=str(out), cell_index=error.cell_index,
-                            ename=error.ename, evalue=error.evalue)
-    return RunResult(runbook.id, "ok", seconds, out, html)
+        kind = ParameterError if error.ename in ("InvalidParameter", "ParameterError") else \
+            ConfirmationRequired if error.ename == "ConfirmationRequired" else None
+        message = f"{runbook.id}: cell {error.exec_count} failed: {error.ename}: {error.evalue}".strip()
+        failure = RunbookFailed(message, output_path=str(out), cell_index=error.cell_index, ename=error.ename,
+                                evalue=error.evalue)
+        if kind is not None:
+            failure.exit_code = kind.exit_code
+        raise failure
+    return RunResult(runbook.id, "ok", seconds, out, html, run_id=run_id)
+
+
+def _kernel_manager_class():
+    """Kernels talk to papermill over Unix sockets in the Jupyter runtime directory (0700), not
+    TCP on loopback: no port to guard, and ipykernel has no transport warning to print."""
+    from jupyter_client import AsyncKernelManager
+    from traitlets import default
+
+    class LocalSocketKernelManager(AsyncKernelManager):
+        @default("transport")
+        def _transport_default(self) -> str:
+            return "ipc"
+
+        @default("ip")
+        def _ip_default(self) -> str:
+            # jupyter_client's default may be the relative "kernel-ipc" (when asked before the connection
+            # file is named), so kernels started together in one directory would share sockets: each
+            # kernel gets its own path in the runtime directory instead
+            from jupyter_core.paths import jupyter_runtime_dir
+            runtime = paths.private_dir(jupyter_runtime_dir())
+            return str(runtime / f"kubebook-{uuid.uuid4().hex[:12]}-ipc")
+
+    return LocalSocketKernelManager
 
 
 def _to_html(notebook: Path) -> Path | None:
@@ -237,6 +285,4 @@ def _to_html(notebook: Path) -> Path | None:
     import nbformat
     from nbconvert import HTMLExporter
     body, _ = HTMLExporter().from_notebook_node(nbformat.read(notebook, as_version=4))
-    html = notebook.with_suffix(".html")
-    html.write_text(body)
-    return html
+    return safety.write_private(notebook.with_suffix(".html"), body)

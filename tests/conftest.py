@@ -8,18 +8,42 @@ import pytest
 from kubebook import lab as labs
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
     if os.environ.get("KUBEBOOK_SKIP_LAB") == "1":
         skip = pytest.mark.skip(reason="KUBEBOOK_SKIP_LAB=1")
         for item in items:
             if "lab" in item.keywords:
                 item.add_marker(skip)
+    # Under pytest-xdist (make test: --dist loadgroup) a module's tests stay on one worker, in order,
+    # sharing that worker's lab; a module may split itself further with its own xdist_group marks.
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _state_of_this_session(tmp_path_factory):
+    """Runs made by the tests leave their records (kubebook.records), ownership records and backups in
+    the session's own directory, never in the user's state; subprocesses inherit it. Labs and network
+    labs stay in the shared roots: ports and network namespaces are host-wide, and each lab looks
+    there for the ports the others hold."""
+    from kubebook import paths
+    os.environ.setdefault("KUBEBOOK_LAB_ROOT", str(paths.labs_root()))
+    os.environ.setdefault("KUBEBOOK_NETLAB_ROOT", str(paths.netlabs_root()))
+    os.environ["XDG_STATE_HOME"] = str(tmp_path_factory.mktemp("state"))
+    os.environ["KUBEBOOK_RUNS_ROOT"] = str(tmp_path_factory.mktemp("run-records"))
+    yield
 
 
 @pytest.fixture(scope="session")
 def lab():
-    """A running lab (3 nodes) for the whole session, removed afterwards."""
-    with labs.running(f"pytest-{os.getpid()}", nodes=3, timeout=240, keep=False) as running_lab:
+    """A running lab (3 nodes) for the whole session, removed afterwards.
+
+    ``KUBEBOOK_TEST_LAB=NAME`` uses (or starts) that lab instead and leaves it running, so a developer
+    re-running one test file does not wait for a new control plane each time."""
+    reuse = os.environ.get("KUBEBOOK_TEST_LAB")
+    with labs.running(reuse or f"pytest-{os.getpid()}", nodes=3, timeout=240, keep=bool(reuse)) as running_lab:
         yield running_lab
 
 
@@ -49,3 +73,122 @@ def remove_new_objects(api, before: tuple[set[str], set[str]], *, timeout: float
         core.delete_persistent_volume(name)
     wait_for(api, "namespaces", lambda ns: not (set(ns) - before[0]), timeout=timeout,
              what="namespaces made by the tests gone")
+
+
+# What the safety suites counted (adversarial inputs refused, canary forms searched, files searched).
+# Under pytest-xdist each worker counts its share and the controller adds them up.
+COUNTS: dict[str, int] = {}
+NOTED: dict[str, set] = {}  # distinct things seen (parameters tried), merged across workers
+RUNBOOK_SECONDS: dict[str, float] = {}  # each runbook's run in tests/test_runbooks.py
+MODULE_SECONDS: dict[str, float] = {}  # set-up, call and tear-down of each test module's tests
+
+
+def count(name: str, n: int = 1) -> None:
+    COUNTS[name] = COUNTS.get(name, 0) + n
+
+
+def note(name: str, key: str) -> None:
+    NOTED.setdefault(name, set()).add(key)
+
+
+def pytest_sessionfinish(session):
+    if hasattr(session.config, "workeroutput"):  # an xdist worker: hand the counts to the controller
+        session.config.workeroutput["kubebook_counts"] = dict(COUNTS)
+        session.config.workeroutput["kubebook_noted"] = {k: sorted(v) for k, v in NOTED.items()}
+        session.config.workeroutput["kubebook_runbook_seconds"] = dict(RUNBOOK_SECONDS)
+
+
+def pytest_testnodedown(node, error):
+    output = getattr(node, "workeroutput", None) or {}
+    for name, n in output.get("kubebook_counts", {}).items():
+        count(name, n)
+    for name, keys in output.get("kubebook_noted", {}).items():
+        NOTED.setdefault(name, set()).update(keys)
+    RUNBOOK_SECONDS.update(output.get("kubebook_runbook_seconds", {}))
+
+
+def pytest_runtest_logreport(report):
+    """Under xdist the controller sees every worker's reports here (and prints the summary)."""
+    module = report.nodeid.split("::")[0]
+    MODULE_SECONDS[module] = MODULE_SECONDS.get(module, 0.0) + report.duration
+
+
+def put_nodes_back(api, before: dict[str, dict]) -> None:
+    """Nodes' labels, taints and cordon as :func:`kubebook.scheduling.nodes.node_state` recorded them,
+    with the plain client: for changes made by hand (kubectl, as a student) or left by a failed test."""
+    from kubernetes import client
+    from kubebook.ownership import CONTROLLER_TAINTS
+    from kubebook.scheduling import nodes
+    core = client.CoreV1Api(api)
+    for name, (then, _) in nodes.differences(api, before).items():
+        now = core.read_node(name)
+        labels = {**{k: None for k in (now.metadata.labels or {}) if k not in then["labels"]}, **then["labels"]}
+        controller = [api.sanitize_for_serialization(t) for t in now.spec.taints or []
+                      if t.key.startswith(CONTROLLER_TAINTS)]
+        core.patch_node(name, {"metadata": {"labels": labels}, "spec": {
+            "taints": controller + then["taints"] or None, "unschedulable": then["unschedulable"] or None}})
+
+
+def pytest_terminal_summary(terminalreporter):
+    if MODULE_SECONDS:
+        slowest = sorted(MODULE_SECONDS.items(), key=lambda kv: -kv[1])[:15]
+        terminalreporter.write_sep("-", "seconds per test module (set-up + call + tear-down, all workers)")
+        for module, seconds in slowest:
+            terminalreporter.write_line(f"{seconds:8.1f}  {module}")
+    if RUNBOOK_SECONDS:
+        terminalreporter.write_sep("-", "seconds per runbook (confirmed on the lab, tests/test_runbooks.py)")
+        for book, seconds in sorted(RUNBOOK_SECONDS.items(), key=lambda kv: -kv[1]):
+            terminalreporter.write_line(f"{seconds:8.1f}  {book}")
+    if COUNTS.get("adversarial_inputs"):
+        terminalreporter.write_line(
+            f"adversarial parameters: {COUNTS['adversarial_inputs']} bad inputs refused with exit 2 before a kernel, "
+            f"over {len(NOTED.get('adversarial_parameters', ()))} parameters of "
+            f"{len({k.split(':')[0] for k in NOTED.get('adversarial_parameters', ())})} runbooks")
+    if COUNTS.get("canary_files"):
+        terminalreporter.write_line(
+            f"secret canaries: {COUNTS['canary_searches']} searches (plain and base64 forms) in "
+            f"{COUNTS['canary_files']} executed notebooks, HTML copies and logs; none found")
+    if COUNTS.get("seeded_objects"):
+        terminalreporter.write_line(
+            f"ownership: {COUNTS['seeded_objects']} pre-existing objects in {COUNTS.get('seeded_namespaces', 0)} "
+            f"namespaces and {COUNTS.get('seeded_nodes', 0)} node marks checked after the runs; all unchanged")
+
+
+# etcd keys that change on their own: leases (node heartbeats, apiserver identity), events, and
+# node objects (kwok reports node status every few seconds; labels, taints and cordon are compared
+# through the API instead).
+BACKGROUND_KEYS = ("/registry/leases/", "/registry/events/", "/registry/masterleases/", "/registry/minions/")
+
+
+def etcd_revision(lab) -> int:
+    from kubebook import etcd
+    with etcd.Etcd(**lab.etcd_params()) as client:
+        return client.revision()
+
+
+def etcd_changes_since(lab, revision: int) -> list[str]:
+    """Keys written or deleted after ``revision``, other than BACKGROUND_KEYS (from etcd's own history)."""
+    import threading
+    from kubebook import etcd
+    changed: list[str] = []
+    done = threading.Event()
+    with etcd.Etcd(**lab.etcd_params()) as client:
+        now = client.revision()
+        raw = client.client()
+
+        def collect(response):
+            if isinstance(response, Exception):
+                done.set()
+                return
+            for event in response.events:
+                key = event.key.decode(errors="replace")
+                if not key.startswith(BACKGROUND_KEYS):
+                    changed.append(key)
+                if event.mod_revision >= now:
+                    done.set()
+
+        if now > revision:
+            watch_id = raw.add_watch_prefix_callback("/", collect, start_revision=revision + 1)
+            done.wait(10)
+            raw.cancel_watch(watch_id)
+    return sorted(set(changed))
