@@ -23,12 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from . import versions
+from . import paths, versions
 from .errors import BuildError
 
 
 def cache_root() -> Path:
-    return Path(os.environ.get("KUBEBOOK_CACHE", Path.home() / ".cache" / "kubebook"))
+    return paths.cache_root()
 
 
 def bundle_dir() -> Path:
@@ -89,6 +89,11 @@ def _write_wrapper(work: Path, module: str, requires: dict[str, str], replaces: 
     (work / "tools.go").write_text(f"//go:build tools\n\npackage tools\n\nimport (\n{imports}\n)\n")
 
 
+def _is_module_package(path: str) -> bool:
+    """A package from a module (its path starts with a domain), not from Go's standard library."""
+    return "." in path.split("/")[0]
+
+
 class _Progress:
     """Counts packages compiled by `go build -v`: one updating bar on a terminal, otherwise
     (CI logs, papermill) a plain line per 100 packages so the log stays readable."""
@@ -100,8 +105,8 @@ class _Progress:
             if sys.stderr.isatty() else None
 
     def __call__(self, line: str) -> None:
-        if not line or line.startswith(("go: ", "#")):
-            return
+        if not line or line.startswith(("go: ", "#")) or not _is_module_package(line):
+            return  # the total counts module packages only: the standard library is built once per Go cache
         self.done += 1
         if self.bar is not None:
             self.bar.update(1)
@@ -118,7 +123,7 @@ class _Progress:
 def _count_deps(work: Path, env, log, packages: list[str]) -> int | None:
     try:
         out = _run(["go", "list", "-deps", *packages], cwd=work, env=env, log=log, what="dependency list")
-        return len([l for l in out.splitlines() if l and "." in l.split("/")[0]])
+        return len([l for l in out.splitlines() if l and _is_module_package(l)])
     except BuildError:
         return None
 

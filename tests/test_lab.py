@@ -13,7 +13,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from kubebook import etcd, kubeconfig, lab as labs
+from kubebook import etcd, kubeconfig, lab as labs, process
 from kubebook.connect import api_client
 from kubebook.waits import wait_for
 
@@ -132,8 +132,16 @@ def test_certificate_signing_request_is_signed_after_approval(lab, api):
 
 def test_second_lab_runs_side_by_side_reports_a_crash_recovers_and_leaves_no_process():
     second = labs.get(f"pytest-side-{os.getpid()}")
-    second.up(nodes=1, timeout=180, log=lambda m: None)
+    lines = []
     try:
+        second.up(nodes=1, timeout=180, log=lines.append)
+        # `up` prints each phase's name as it runs it, in order
+        printed = []
+        for line in lines:
+            phase = line.removeprefix("[up] ").split(":")[0]
+            if line.startswith("[up] ") and printed[-1:] != [phase]:
+                printed.append(phase)
+        assert printed == list(labs.PHASE_NAMES)
         pids = {c: p.pid for c, p in second.processes.items()}
         assert set(pids) == set(labs.COMPONENTS)
         os.kill(pids["kwok"], signal.SIGKILL)
@@ -148,7 +156,7 @@ def test_second_lab_runs_side_by_side_reports_a_crash_recovers_and_leaves_no_pro
     finally:
         second.down(log=lambda m: None)
     for pid in pids.values():
-        assert labs._proc_start_time(pid) is None, f"pid {pid} still alive after down"
+        assert process.start_time(pid) is None, f"pid {pid} still alive after down"
     assert not second.dir.exists()
 
 
@@ -159,18 +167,14 @@ def _up_after_another_program_takes_a_port(lab):
     lab.stop_component("kube-scheduler")
     taken = lab.ports["kube-scheduler"]
     squatter = socket.socket()
-    real_ensure_ports = labs.Lab._ensure_ports
 
-    def ensure_ports_then_lose_one(self):
-        real_ensure_ports(self)
-        if squatter.getsockname()[1] == 0:
+    def take_the_port_once_checked(line):
+        if line.startswith("[up] controllers:") and squatter.getsockname()[1] == 0:
             squatter.bind((labs.LOOPBACK, taken))
             squatter.listen()
-    labs.Lab._ensure_ports = ensure_ports_then_lose_one
     try:
-        lab.up(nodes=1, timeout=120, log=lambda m: None)
+        lab.up(nodes=1, timeout=120, log=take_the_port_once_checked)
     finally:
-        labs.Lab._ensure_ports = real_ensure_ports
         squatter.close()
     assert lab.ports["kube-scheduler"] != taken
     assert all(row["state"] == "running" for row in lab.status())
@@ -193,23 +197,10 @@ def _stale_addon_registration_is_dropped_when_the_apiserver_restarts(lab):
     assert name not in names and "v1." in names  # the add-on's registration went, built-in ones stay
 
 
-def test_listening_ports_avoid_the_ephemeral_range_and_other_labs(tmp_path, monkeypatch):
-    floor = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
-    other = tmp_path / "other-lab"
-    other.mkdir()
-    recorded = list(labs.LISTEN_PORTS)[:-1]  # every port but one is recorded by another lab
-    (other / "state.json").write_text(__import__("json").dumps({"ports": dict(enumerate(recorded))}))
-    monkeypatch.setenv("KUBEBOOK_LAB_ROOT", str(tmp_path))
-    assert labs.free_loopback_port() == labs.LISTEN_PORTS[-1]
-    (other / "state.json").unlink()
-    ports = {labs.free_loopback_port(avoid=[20000]) for _ in range(50)}
-    assert all(20000 < port < floor for port in ports)
-
-
 def _status_after_death(lab, pid):
     import time
     for _ in range(100):  # SIGKILL is asynchronous; give the kernel a moment to mark it dead
-        if labs._proc_start_time(pid) is None:
+        if process.start_time(pid) is None:
             break
         time.sleep(0.02)
     return lab.status()
@@ -237,5 +228,85 @@ def test_a_lab_that_fails_to_start_leaves_no_process_behind():
             pass
     pids = [int(m) for line in lines for m in re.findall(r"started pid (\d+)", line)]
     assert len(pids) == len(labs.COMPONENTS)  # it did start them, then failed waiting
-    assert all(labs._proc_start_time(pid) is None for pid in pids)
+    assert all(process.start_time(pid) is None for pid in pids)
     assert not labs.get(name).dir.exists(), "the failed lab's directory should be removed"
+
+
+# ---- an interrupted `up` ----------------------------------------------------------------------
+
+def _processes_of(lab) -> set[int]:
+    """Every live process of ``lab``, found without its records: the components run in the lab's
+    directory, and add-ons name it on their command line."""
+    from pathlib import Path
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if os.readlink(entry / "cwd") == str(lab.dir) or str(lab.dir) in (entry / "cmdline").read_text():
+                found.add(int(entry.name))
+        except OSError:
+            continue  # gone, or a zombie (no cwd)
+    return found
+
+
+def _unrecorded(lab) -> set[int]:
+    return _processes_of(lab) - {r.pid for r in lab.refresh().processes.values() if r.alive()}
+
+
+def _interrupt_when(text):
+    def log(line):
+        if text in line:
+            raise KeyboardInterrupt
+    return log
+
+
+def test_an_interrupted_up_leaves_only_recorded_processes_and_the_next_up_completes():
+    lab = labs.get(f"pytest-interrupted-{os.getpid()}")
+    # interrupted as each phase starts, and inside one between two starts: every process is recorded
+    points = ["[up] apiserver:", "kube-controller-manager started pid", "[up] wait-control-plane:",
+              "[up] nodes:", "[up] ready:", "[up] baseline:"]
+    try:
+        for point in points:
+            with pytest.raises(KeyboardInterrupt):
+                lab.up(nodes=2, timeout=120, log=_interrupt_when(point))
+            assert _processes_of(lab), f"interrupted at {point!r} before anything started"
+            assert not _unrecorded(lab), f"interrupted at {point!r}: unrecorded processes"
+        lab.up(nodes=2, timeout=120, log=lambda m: None)
+        assert lab.is_running()
+        nodes = client.CoreV1Api(lab.api_client()).list_node().items
+        assert sorted(n.metadata.name for n in nodes) == ["k8s-master", "k8s-slave1"]
+        assert (lab.dir / "baseline" / "etcd.db").is_file()
+    finally:
+        lab.down(log=lambda m: None)
+    assert not _processes_of(lab)
+
+
+def test_a_lab_up_stopped_by_sigterm_says_how_to_resume_and_resumes():
+    name = f"pytest-sigterm-{os.getpid()}"
+    lab = labs.get(name)
+    cli = subprocess.Popen([sys.executable, "-m", "kubebook.cli", "lab", "up", "--name", name, "--nodes", "1"],
+                           stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    try:
+        for line in cli.stderr:
+            if line.startswith("[up] controllers:"):
+                cli.send_signal(signal.SIGTERM)
+                break
+        rest = cli.stderr.read()
+        assert cli.wait(60) == 130
+        assert f"`kubebook lab up --name {name}` carries on" in rest
+        assert _processes_of(lab) and not _unrecorded(lab)
+        lab.up(nodes=1, timeout=120, log=lambda m: None)
+        assert lab.is_running()
+    finally:
+        cli.kill()
+        lab.down(log=lambda m: None)
+    assert not _processes_of(lab)
+
+
+def test_status_shows_the_memory_of_each_component(lab):
+    rows = {row["component"]: row for row in lab.status()}
+    assert all(rows[c]["rss_mib"] > 1 for c in labs.COMPONENTS)
+    usage = {row["process"]: row for row in lab.memory()}
+    assert set(labs.COMPONENTS) <= set(usage)
+    assert all(0 < row["anon_mib"] <= row["rss_mib"] and 0 < row["pss_mib"] <= row["rss_mib"] for row in usage.values())
