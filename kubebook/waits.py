@@ -32,6 +32,9 @@ _LISTERS = {
     "replicasets": (client.AppsV1Api, "list_replica_set_for_all_namespaces", "list_namespaced_replica_set"),
     "poddisruptionbudgets": (client.PolicyV1Api, "list_pod_disruption_budget_for_all_namespaces",
                              "list_namespaced_pod_disruption_budget"),
+    "customresourcedefinitions": (client.ApiextensionsV1Api, "list_custom_resource_definition", None),
+    "horizontalpodautoscalers": (client.AutoscalingV2Api, "list_horizontal_pod_autoscaler_for_all_namespaces",
+                                 "list_namespaced_horizontal_pod_autoscaler"),
 }
 
 
@@ -45,47 +48,158 @@ def _lister(api: client.ApiClient, resource: str, namespace: str | None):
     return (lambda **kw: fn(namespace, **kw)) if namespace and namespaced else fn
 
 
+# Errors after which the apiserver may come back (a restart, a restore, a full load): list again.
+_TRANSIENT_STATUS = {429, 500, 502, 503, 504}
+
+
+def _transient(exc: BaseException) -> bool:
+    import urllib3
+    if isinstance(exc, ApiException):
+        return exc.status in _TRANSIENT_STATUS or exc.status == 0
+    return isinstance(exc, (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError))
+
+
+transient = _transient  # the same rule for retry loops outside waits (the drain's evictions)
+
+
+class WaitBlocked(KubebookError):
+    """The condition cannot come true as things are: the message says why and what to do."""
+
+
 def wait_for(api: client.ApiClient, resource: str, condition: Callable[[dict[str, dict]], bool], *,
              namespace: str | None = None, label_selector: str | None = None, field_selector: str | None = None,
-             timeout: float = 60.0, what: str = "condition") -> dict[str, dict]:
+             timeout: float = 60.0, what: str = "condition",
+             diagnose: Callable[[dict[str, dict]], str | None] | None = None,
+             diagnose_every: float = 2.0) -> dict[str, dict]:
     """Block until ``condition(objects)`` is true, where ``objects`` maps name to object (as a dict).
 
     The objects are listed once, then kept current from a watch; the condition is checked after
-    every event. Raises :class:`WaitTimeout` naming ``what`` when ``timeout`` seconds pass.
+    every event. If the apiserver goes away (a restart, a restore) the wait reconnects, lists
+    again and carries on until its deadline. ``diagnose(objects)``, asked every
+    ``diagnose_every`` seconds and at the deadline, returns why the condition cannot come true
+    (no controller, no signer, no provisioner, ...) or None; a reason ends the wait at once with
+    :class:`WaitBlocked`. Otherwise :class:`WaitTimeout` names ``what`` after ``timeout`` seconds.
     """
     lister = _lister(api, resource, namespace)
     selectors = {k: v for k, v in (("label_selector", label_selector), ("field_selector", field_selector)) if v}
     deadline = time.monotonic() + timeout
-    while True:
-        listing = lister(**selectors)
-        objects = {o.metadata.name: api.sanitize_for_serialization(o) for o in listing.items}
-        if condition(objects):
-            return objects
-        version = listing.metadata.resource_version
-        w = watch.Watch()
+    objects: dict[str, dict] = {}
+    next_diagnosis = time.monotonic() + diagnose_every
+    unreachable: BaseException | None = None
+    pause = 0.2
+
+    def blocked(final: bool = False) -> None:
+        nonlocal next_diagnosis
+        if diagnose is None or (not final and time.monotonic() < next_diagnosis):
+            return
+        next_diagnosis = time.monotonic() + diagnose_every
+        reason = diagnose(objects)
+        if reason:
+            raise WaitBlocked(f"{what}: {reason}")
+
+    while time.monotonic() < deadline:
         try:
-            while (left := deadline - time.monotonic()) > 0:
-                for event in w.stream(lister, resource_version=version, timeout_seconds=max(1, int(left)),
-                                      _request_timeout=left + 5, **selectors):
-                    obj = event["raw_object"]  # the API's JSON, whatever the client could deserialize
-                    if event["type"] == "ERROR":
-                        if obj.get("code") == 410:
-                            raise ApiException(status=410, reason="Gone")
-                        raise ApiException(status=obj.get("code"), reason=obj.get("message"))
-                    meta = obj.get("metadata", {})
-                    name, version = meta.get("name"), meta.get("resourceVersion", version)
-                    if event["type"] == "DELETED":
-                        objects.pop(name, None)
-                    elif event["type"] in ("ADDED", "MODIFIED"):
-                        objects[name] = obj
-                    if condition(objects):
-                        return objects
-                    if time.monotonic() > deadline:
-                        break
+            listing = lister(**selectors, _request_timeout=max(1.0, min(30.0, deadline - time.monotonic())))
+            unreachable = None
+            pause = 0.2
+            objects = {o.metadata.name: api.sanitize_for_serialization(o) for o in listing.items}
+            if condition(objects):
+                return objects
+            blocked()
+            version = listing.metadata.resource_version
+            w = watch.Watch()
+            try:
+                while (left := deadline - time.monotonic()) > 0:
+                    step = min(left, diagnose_every) if diagnose else left
+                    for event in w.stream(lister, resource_version=version, timeout_seconds=max(1, int(step)),
+                                          _request_timeout=step + 5, **selectors):
+                        obj = event["raw_object"]  # the API's JSON, whatever the client could deserialize
+                        if event["type"] == "ERROR":
+                            raise ApiException(status=obj.get("code"), reason=obj.get("message"))
+                        meta = obj.get("metadata", {})
+                        name, version = meta.get("name"), meta.get("resourceVersion", version)
+                        if event["type"] == "DELETED":
+                            objects.pop(name, None)
+                        elif event["type"] in ("ADDED", "MODIFIED"):
+                            objects[name] = obj
+                        if condition(objects):
+                            return objects
+                        blocked()
+                        if time.monotonic() > deadline:
+                            break
+                    blocked()
+            finally:
+                w.stop()
         except ApiException as exc:
-            if exc.status != 410:  # 410 Gone: our resourceVersion was compacted; list again
+            if exc.status == 410:  # 410 Gone: our resourceVersion was compacted; list again
+                continue
+            if not _transient(exc):
                 raise
-            continue
-        finally:
-            w.stop()
-        raise WaitTimeout(f"timed out after {timeout:.0f}s waiting for {what}")
+            unreachable = exc
+        except Exception as exc:  # noqa: BLE001 - connection errors of every layer: retried below
+            if not _transient(exc):
+                raise
+            unreachable = exc
+        if unreachable is not None:
+            time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+            pause = min(pause * 2, 2.0)
+    blocked(final=True)
+    if unreachable is not None:
+        first = str(unreachable).splitlines()[0][:200] if str(unreachable) else type(unreachable).__name__
+        raise WaitTimeout(f"timed out after {timeout:.0f}s waiting for {what}: the apiserver did not answer "
+                          f"({first}); run the step again once it is back")
+    raise WaitTimeout(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def wait_deleted(api: client.ApiClient, ref, *, timeout: float = 120.0, held: float = 0.0) -> str:
+    """Wait until the object ``ref`` (a :class:`kubebook.objects.Ref`) is gone, by watch for the kinds
+    this module lists, else by polling its own URL."""
+    resource = _RESOURCE_OF_KIND.get(ref.kind)
+    if resource:
+        wait_for(api, resource, lambda objs: ref.name not in objs, namespace=ref.namespace or None,
+                 field_selector=f"metadata.name={ref.name}", timeout=timeout, what=f"{ref} deleted",
+                 diagnose=_held_by_finalizers(ref, held or HELD_SECONDS))
+        return "gone"
+    from .objects import objects
+    deadline = time.monotonic() + timeout
+    pause = 0.1
+    while objects(api).get(ref) is not None:
+        if time.monotonic() > deadline:
+            raise WaitTimeout(f"timed out after {timeout:.0f}s waiting for {ref} deleted")
+        time.sleep(pause)
+        pause = min(pause * 2, 1.0)
+    return "gone"
+
+
+HELD_SECONDS = 15.0  # a finalizer that holds an object this long is not about to finish by itself
+
+
+def _held_by_finalizers(ref, patience: float) -> Callable[[dict[str, dict]], str | None]:
+    """A diagnosis for a deletion: the object is marked deleted but finalizers keep it, for long enough
+    that whoever owns them is not finishing (its controller is stuck, missing, or waits on something)."""
+    def why(objects: dict[str, dict]) -> str | None:
+        obj = objects.get(ref.name) or {}
+        meta = obj.get("metadata") or {}
+        finalizers = meta.get("finalizers") or (obj.get("spec") or {}).get("finalizers") or []
+        if not meta.get("deletionTimestamp") or not finalizers:
+            return None
+        import datetime as dt
+        since = dt.datetime.fromisoformat(meta["deletionTimestamp"].replace("Z", "+00:00"))
+        held = (dt.datetime.now(dt.timezone.utc) - since).total_seconds()
+        if held < patience:
+            return None
+        conditions = [f"{c.get('type')}: {c.get('message')}" for c in (obj.get("status") or {}).get("conditions") or []
+                      if c.get("status") == "True" and c.get("message")]
+        return (f"{ref} was deleted {held:.0f}s ago but finalizers {', '.join(finalizers)} still hold it"
+                + (f" ({'; '.join(conditions)[:300]})" if conditions else "")
+                + "; the controller that owns them is not finishing: see etcd/stuck-namespace for a namespace")
+    return why
+
+
+_RESOURCE_OF_KIND = {"Node": "nodes", "Namespace": "namespaces", "Pod": "pods", "ServiceAccount": "serviceaccounts",
+                     "PersistentVolume": "persistentvolumes", "StorageClass": "storageclasses",
+                     "PersistentVolumeClaim": "persistentvolumeclaims", "Deployment": "deployments",
+                     "CertificateSigningRequest": "certificatesigningrequests", "DaemonSet": "daemonsets",
+                     "ReplicaSet": "replicasets", "PodDisruptionBudget": "poddisruptionbudgets",
+                     "CustomResourceDefinition": "customresourcedefinitions",
+                     "HorizontalPodAutoscaler": "horizontalpodautoscalers"}
