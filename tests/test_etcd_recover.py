@@ -3,12 +3,21 @@ from __future__ import annotations
 
 import pytest
 
+import etcd_plans
 from conftest import cluster_objects, remove_new_objects
+from kubebook import connect
 from kubebook.etcd import decode, recover, rehearsal
 
 pytestmark = pytest.mark.lab
 
 NAMESPACE = "recover-test"
+
+
+def staged(lab, namespace: str):
+    """A rehearsal's plan, confirmed, with the disaster staged: the snapshot taken, the namespace gone."""
+    also = rehearsal.recovery_scope(connect.target(lab=lab.name), namespace)
+    plan = etcd_plans.confirmed(lab, namespace, also=also)
+    return plan, rehearsal.stage_recovery(plan, namespace)
 KINDS = {"Deployment", "Service", "ConfigMap", "Secret", "ServiceAccount", "Role", "RoleBinding",
          "PersistentVolumeClaim", "CronJob", "AppConfig"}
 
@@ -16,15 +25,16 @@ KINDS = {"Deployment", "Service", "ConfigMap", "Secret", "ServiceAccount", "Role
 @pytest.fixture(scope="module")
 def recovered(lab, api):
     before = cluster_objects(api)
-    taken = rehearsal.prepare(lab.name, NAMESPACE)
-    originals = {(r.kind, r.object["metadata"]["name"]): r.object for r in decode.read_snapshot(taken.path)
+    plan, taken = staged(lab, NAMESPACE)
+    originals = {(r.kind, r.object["metadata"]["name"]): r.object for r in decode.read_snapshot(taken)
                  if r.object and r.object["metadata"].get("namespace") == NAMESPACE}
-    items, cluster = recover.plan_from_snapshot(taken.path, NAMESPACE, api)
+    items = recover.compare_snapshot(api, taken, NAMESPACE)
     before_actions = {(i.kind, i.name): i.action for i in items}
-    recover.apply(items, cluster, progress=False)
-    settled = recover.wait_settled(api, items)
-    yield {"snapshot": taken.path, "originals": originals, "before": before_actions, "items": items,
-           "settled": settled, "cluster": cluster}
+    recover.restore(plan, items, rehearse=True)
+    settled = recover.settled(plan, items)
+    yield {"snapshot": taken, "originals": originals, "before": before_actions, "items": items,
+           "settled": settled, "cluster": recover.cluster_for(plan.api), "plan": plan}
+    plan.cleanup()
     remove_new_objects(api, before)
 
 
@@ -50,10 +60,27 @@ def test_specs_and_data_equal_the_originals(recovered):
     assert cluster.get(secret)["data"] == recovered["originals"][("Secret", "mysql-password")]["data"]
 
 
-def test_claim_binds_to_its_restored_volume(recovered):
-    rows = recovered["settled"].to_dict("records")
-    assert rows == [{"namespace": NAMESPACE, "claim": "mysql-data", "phase": "Bound",
-                     "volume": f"{NAMESPACE}-mysql-data"}]
+def test_claim_binds_to_its_restored_volume_and_the_deployment_is_available_again(recovered):
+    rows = {r["name"]: r for r in recovered["settled"].to_dict("records")}
+    assert rows["mysql-data"] == {"kind": "PersistentVolumeClaim", "namespace": NAMESPACE, "name": "mysql-data",
+                                  "recorded": "Bound", "now": "Bound", "detail": f"{NAMESPACE}-mysql-data"}
+    assert rows["eladmin-web"]["kind"] == "Deployment"
+    assert int(rows["eladmin-web"]["now"].split()[0]) >= int(rows["eladmin-web"]["recorded"].split()[0])
+
+
+def test_snapshots_are_private(recovered):
+    from pathlib import Path
+    snapshot = Path(recovered["snapshot"])
+    assert snapshot.stat().st_mode & 0o777 == 0o600
+    assert snapshot.with_suffix(".json").stat().st_mode & 0o777 == 0o600
+    assert snapshot.parent.stat().st_mode & 0o777 == 0o700
+
+
+def test_the_rehearsal_records_what_its_clean_up_removes(recovered):
+    created = {(r.kind, r.name) for r in recovered["plan"].record.created}
+    assert ("Namespace", NAMESPACE) in created and ("PersistentVolume", f"{NAMESPACE}-mysql-data") in created
+    kinds = [r.kind for r in recovered["plan"].record.created]
+    assert kinds.index("Namespace") > kinds.index("PersistentVolume"), "the namespace (and its claims) go first"
 
 
 def test_controller_children_are_skipped_not_restored(recovered):
@@ -69,6 +96,26 @@ def test_second_run_changes_nothing(recovered, api):
     assert changed == []
     recover.apply(items, cluster, progress=False)
     assert all(i.result == "nothing to do" for i in items)
+    assert recover.scope(connect.target(lab=recovered["plan"].cluster.lab.name), NAMESPACE,
+                         snapshot=recovered["snapshot"]) == [], "nothing cluster-scoped is left to write"
+
+
+def test_a_rehearsal_refuses_a_namespace_it_did_not_make(lab, api):
+    from kubernetes import client
+    core = client.CoreV1Api(api)
+    core.create_namespace({"metadata": {"name": "recover-not-a-drill"}})
+    try:
+        with pytest.raises(rehearsal.RehearsalRefused, match="was not made by a kubebook rehearsal"):
+            recover.scope(connect.target(lab=lab.name), "recover-not-a-drill", rehearse=True)
+        assert core.read_namespace("recover-not-a-drill").status.phase == "Active"
+    finally:
+        core.delete_namespace("recover-not-a-drill")
+
+
+def test_a_rehearsal_refuses_a_cluster_that_is_not_a_lab(lab, api):
+    target = connect.target(kubeconfig=str(lab.kubeconfig))  # the same cluster, but not named as a lab
+    with pytest.raises(Exception, match="rehearses on a kubebook lab only"):
+        recover.scope(target, "recover-elsewhere", rehearse=True)
 
 
 def test_differing_object_is_kept_unless_overwrite(recovered, api):

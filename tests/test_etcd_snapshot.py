@@ -86,3 +86,21 @@ def test_decode_reports_encrypted_and_json_values():
     assert enc.encoding == "encrypted" and enc.object is None and "aescbc" in enc.status
     assert cr.encoding == "json" and cr.object["kind"] == "Widget"
     assert broken.status.startswith("undecodable")
+
+
+def test_snapshots_and_sidecars_are_0600_in_a_0700_directory(client, tmp_path):
+    info = snapshot.save(client, tmp_path / "new" / "dir", progress=False)
+    assert (tmp_path / "new" / "dir").stat().st_mode & 0o777 == 0o700
+    assert (tmp_path / "new").stat().st_mode & 0o777 == 0o700, "every directory kubebook creates"
+    from pathlib import Path
+    assert Path(info.path).stat().st_mode & 0o777 == 0o600
+    assert info.sidecar.stat().st_mode & 0o777 == 0o600
+    assert set(snapshot.table(tmp_path / "new" / "dir")["mode"]) == {"0600"}
+
+
+def test_a_host_with_a_path_in_it_writes_nothing_anywhere(client, tmp_path):
+    inside = tmp_path / "a" / "b"
+    for host in ("../../../x", "../x", "x/../../y"):
+        with pytest.raises(snapshot.SnapshotError, match="one name"):
+            snapshot.save(client, inside, host=host, progress=False)
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []

@@ -1,11 +1,14 @@
 """etcd: operations (client), snapshots, restore, decoding /registry, namespace recovery.
 
     from kubebook import etcd
-    etcd.connect(lab="demo").member_list()
+    target = etcd.target(lab="demo")
+    client = etcd.connect(target=target)      # prints where the endpoint and certificates came from
+    client.member_list()
 """
 from .client import (DEFAULT_CACERT, DEFAULT_CERT, DEFAULT_ENDPOINT, DEFAULT_KEY, Etcd, EtcdError,
-                     PrefixWatch, connect, display_value, human_bytes, parse_endpoints, parse_registry_key,
-                     put_many)
+                     PrefixWatch, cleanup_keys, connect, display_value, human_bytes, parse_endpoints,
+                     parse_registry_key, put_many, registry_summary, target)
 
 __all__ = ["DEFAULT_CACERT", "DEFAULT_CERT", "DEFAULT_ENDPOINT", "DEFAULT_KEY", "Etcd", "EtcdError", "PrefixWatch",
-           "connect", "display_value", "human_bytes", "parse_endpoints", "parse_registry_key", "put_many"]
+           "cleanup_keys", "connect", "display_value", "human_bytes", "parse_endpoints", "parse_registry_key",
+           "put_many", "registry_summary", "target"]

@@ -5,13 +5,21 @@ current protobuf. Its protos predate etcd 3.4, so the few newer fields the table
 (``isLearner``, ``raftAppliedIndex``, ``dbSizeInUse``, ``errors``, ``storageVersion``) are
 read from the response by their field numbers in etcd's ``rpc.proto``.
 
-Defaults follow kubeadm: ``https://127.0.0.1:2379`` with the healthcheck client certificate
-under ``/etc/kubernetes/pki/etcd``.
+Where etcd is and which files prove who we are is resolved as etcdctl resolves it (see
+:func:`connect`): a runbook parameter, else the kubebook lab, else ``ETCDCTL_*``, else kubeadm's
+``https://127.0.0.1:2379`` with the healthcheck client certificate under ``/etc/kubernetes/pki/etcd``.
+
+Writes are steps of a :class:`kubebook.plan.Plan`: :func:`put_many` backs up the values it
+replaces (0600) and :func:`cleanup_keys` puts them back, deleting only the keys it created.
 """
 from __future__ import annotations
 
+import base64
+import json
+import os
 import threading
 import time
+from typing import Any, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -20,14 +28,19 @@ import pandas as pd
 import pyetcd
 from google.protobuf.unknown_fields import UnknownFieldSet
 
+from .. import connect as connecting, paths, safety
 from ..errors import KubebookError
+from ..ownership import BackupFailed
 from ..safety import masked
+from ..waits import WaitBlocked, WaitTimeout
 
-KUBEADM_PKI = Path("/etc/kubernetes/pki")
-DEFAULT_ENDPOINT = "https://127.0.0.1:2379"
-DEFAULT_CACERT = str(KUBEADM_PKI / "etcd" / "ca.crt")
-DEFAULT_CERT = str(KUBEADM_PKI / "etcd" / "healthcheck-client.crt")
-DEFAULT_KEY = str(KUBEADM_PKI / "etcd" / "healthcheck-client.key")
+# kubeadm's files: one home, kubebook.connect (what etcdctl on a control-plane node is given)
+DEFAULT_ENDPOINT = connecting.KUBEADM_ETCD["endpoints"]
+DEFAULT_CACERT = connecting.KUBEADM_ETCD["cacert"]
+DEFAULT_CERT = connecting.KUBEADM_ETCD["cert"]
+DEFAULT_KEY = connecting.KUBEADM_ETCD["key"]
+# Kubernetes' own keys: demo writes never go there
+REGISTRY = "/registry/"
 
 # Field numbers from etcd's api/etcdserverpb/rpc.proto (3.6) that pyetcd's protos lack.
 _STATUS_EXTRA = {7: "raftAppliedIndex", 8: "errors", 9: "dbSizeInUse", 10: "isLearner", 11: "storageVersion"}
@@ -122,6 +135,8 @@ class Etcd:
                     raise EtcdError(f"etcd {label} file not found: {path}")
         self._tls = dict(ca_cert=cacert, cert_cert=cert, cert_key=key)
         self._clients: dict[str, pyetcd.Etcd3Client] = {}
+        self.source = "given"  # where the endpoint and files came from (see connect())
+        self.sources: dict[str, str] = {}
 
     def client(self, endpoint: Endpoint | None = None) -> pyetcd.Etcd3Client:
         endpoint = endpoint or self.endpoints[0]
@@ -196,11 +211,38 @@ class Etcd:
     def is_healthy(self) -> bool:
         return bool(self.endpoint_health()["HEALTH"].all())
 
+    def endpoint_health_checked(self) -> pd.DataFrame:
+        """:meth:`endpoint_health`, or EtcdError naming each unhealthy endpoint (a check that stops a run)."""
+        health = self.endpoint_health()
+        bad = health[~health["HEALTH"]]
+        if len(bad):
+            raise EtcdError("unhealthy etcd endpoint(s): " + "; ".join(f"{r['ENDPOINT']}: {r['ERROR']}"
+                                                                      for r in bad.to_dict("records")))
+        return health
+
+    @property
+    def files(self) -> dict[str, str]:
+        """The TLS files this client uses ("" for none): cacert, cert, key (paths, never contents)."""
+        return {"cacert": self._tls["ca_cert"] or "", "cert": self._tls["cert_cert"] or "",
+                "key": self._tls["cert_key"] or ""}
+
+    def connection(self) -> pd.DataFrame:
+        """Where this client connects and where each setting came from (parameter, lab, $ETCDCTL_*, kubeadm)."""
+        rows = [{"setting": "endpoints", "value": ",".join(e.url for e in self.endpoints)}]
+        rows += [{"setting": name, "value": value} for name, value in self.files.items()]
+        for row in rows:
+            row["from"] = self.sources.get(row["setting"], self.source)
+        return pd.DataFrame(rows, columns=["setting", "value", "from"])
+
     def member_name(self) -> str:
         """Name of the member behind the first endpoint (what a changing runbook asks to confirm)."""
         c = self.client()
-        s = c.maintenancestub.Status(pyetcd.etcdrpc.StatusRequest(), self.timeout,
-                                     credentials=c.call_credentials, metadata=c.metadata)
+        try:
+            s = c.maintenancestub.Status(pyetcd.etcdrpc.StatusRequest(), self.timeout,
+                                         credentials=c.call_credentials, metadata=c.metadata)
+        except Exception as exc:  # grpc's errors: unreachable, TLS refused, deadline
+            raise EtcdError(f"etcd at {self.endpoints[0].url} did not answer ({_short(exc)}); check that it runs "
+                            f"and the endpoint and certificates ({self.source}), then run again") from None
         members = self.member_list()
         match = members[members["ID"] == f"{s.header.member_id:x}"]
         return str(match["NAME"].iloc[0]) if len(match) else f"{s.header.member_id:x}"
@@ -213,6 +255,11 @@ class Etcd:
     def get(self, key: str) -> pd.DataFrame:
         """``etcdctl get KEY``: the value for display (masked under /registry/secrets/, binary as hex)."""
         resp = self.client().get_response(key)
+        return pd.DataFrame([_kv_row(kv) for kv in resp.kvs], columns=_KV_COLUMNS)
+
+    def get_prefix(self, prefix: str, *, limit: int = 1) -> pd.DataFrame:
+        """``etcdctl get PREFIX --prefix --limit N``: the first keys under ``prefix`` with their values (masked)."""
+        resp = self.client().get_prefix_response(prefix, limit=limit, sort_order="ascend")
         return pd.DataFrame([_kv_row(kv) for kv in resp.kvs], columns=_KV_COLUMNS)
 
     def get_value(self, key: str) -> bytes | None:
@@ -250,21 +297,113 @@ class Etcd:
         return PrefixWatch(self.client(), prefix)
 
 
-def connect(*, endpoints: str = DEFAULT_ENDPOINT, cacert: str = DEFAULT_CACERT, cert: str = DEFAULT_CERT,
-            key: str = DEFAULT_KEY, lab: str = "") -> Etcd:
-    """An :class:`Etcd` from runbook parameters; ``lab`` (a lab name) replaces the rest with that lab's."""
-    if lab:
-        from .. import lab as labs
-        the_lab = labs.get(lab)
-        if not the_lab.ports:
-            raise EtcdError(f"lab {lab!r} has never been started: kubebook lab up --name {lab}")
-        return Etcd(**the_lab.etcd_params())
-    return Etcd(endpoints, cacert=cacert, cert=cert, key=key)
+def target(kubeconfig: str = "", context: str = "", lab: str = "") -> connecting.Target:
+    """The cluster of an etcd runbook: :func:`kubebook.connect.target`, under its one policy.
+
+    An etcd runbook may run where no kubeconfig exists at all (a cron job on a control-plane node,
+    a machine holding only a snapshot): then the target has no Kubernetes API, and etcd is found
+    through ``ETCDCTL_*`` or kubeadm's files. A lab or kubeconfig that was named must exist."""
+    try:
+        return connecting.target(kubeconfig, context, lab)
+    except KubebookError:
+        if kubeconfig or lab or os.environ.get(connecting.LAB_ENV):
+            raise
+        return connecting.Target(None, None, "no kubeconfig: etcd only")
 
 
-def put_many(etcd: Etcd, prefix: str, count: int) -> list[int]:
-    """Write ``count`` keys ``<prefix>1..count`` = ``value-1..`` (the same every time: re-running is safe)."""
-    return [etcd.put(f"{prefix}{i}", f"value-{i}") for i in range(1, count + 1)]
+def connect(*, endpoints: str = "", cacert: str = "", cert: str = "", key: str = "", lab: str = "",
+            target: Any = None, log: Callable[[str], None] | None = print) -> Etcd:
+    """An :class:`Etcd` from runbook parameters, resolved as etcdctl does (see
+    :func:`kubebook.connect.etcd_params`): explicit values, else the lab (``lab`` or a ``target``
+    that is one), else ``ETCDCTL_*``, else kubeadm's files. ``Etcd.source`` says which, and
+    ``log`` prints it (None: quiet)."""
+    given = {"endpoints": endpoints, "cacert": cacert, "cert": cert, "key": key}
+    params = connecting.etcd_params(**given, lab_name=lab, lab=getattr(target, "lab", None))
+    source = params.pop("source")
+    etcd = Etcd(params["endpoints"], cacert=params["cacert"] or None, cert=params["cert"] or None,
+                key=params["key"] or None)
+    etcd.source = source
+    etcd.sources = _sources(given, source)
+    if log is not None:
+        log(f"etcd {params['endpoints']} (endpoint and certificates: {source})")
+    return etcd
+
+
+def _sources(given: dict[str, str], source: str) -> dict[str, str]:
+    """Per setting, where it came from (``source`` is one origin, or ``name: origin, ...``)."""
+    if not all(f"{name}: " in source for name in given):
+        return {name: source for name in given}
+    parts = dict(part.split(": ", 1) for part in source.split(", "))
+    return {name: parts.get(name, source) for name in given}
+
+
+# ---- writes: plan steps with a backup of what they replace ------------------------------------
+def _demo_keys(prefix: str, count: int) -> dict[str, str]:
+    return {f"{prefix}{i}": f"value-{i}" for i in range(1, count + 1)}
+
+
+def _keys_backup(plan, prefix: str) -> Path:
+    slug = "".join(c if c.isalnum() or c in "-_" else "_" for c in prefix.strip("/")) or "root"
+    return plan.record.backup_dir / f"etcd-keys-{slug}.json"
+
+
+def put_many(plan, etcd: Etcd, prefix: str, count: int) -> str | None:
+    """Write ``count`` keys ``<prefix>1..count`` = ``value-1..`` as a step of ``plan``.
+
+    The same keys and values every time, so re-running is safe. Values already there are saved
+    first (0600, in the run's backup directory) and put back by :func:`cleanup_keys`; a failed
+    backup writes nothing. Kubernetes' own keys (``/registry/``) are refused, in a dry run too."""
+    if prefix.startswith(REGISTRY):
+        raise EtcdError(f"demo keys under {prefix!r} would overwrite Kubernetes' objects in {REGISTRY}: "
+                        "choose another prefix")
+    keys = _demo_keys(prefix, count)
+    backup = _keys_backup(plan, prefix)
+
+    def act() -> str:
+        before = {k: etcd.get_value(k) for k in keys}
+        saved = {k: base64.b64encode(v).decode() if v is not None else None for k, v in before.items()}
+        try:
+            paths.private_dir(backup.parent, tighten=True)
+            safety.write_private(backup, json.dumps({"prefix": prefix, "written": keys, "before": saved}))
+        except OSError as exc:
+            raise BackupFailed(f"backup of the keys under {prefix} to {backup} failed ({exc.strerror}); "
+                               "nothing was written") from None
+        revisions = [etcd.put(k, v) for k, v in keys.items()]
+        kept = sum(v is not None for v in before.values())
+        return f"{len(keys)} keys written up to revision {max(revisions, default=0)}" + \
+            (f"; {kept} earlier value(s) saved in {backup}" if kept else "")
+
+    return plan.step("put-demo-keys", f"put {count} keys {prefix}1..{count} (earlier values saved first, "
+                     "put back at clean-up)", act,
+                     command=f"etcdctl put {prefix}1 value-1  # ... up to {prefix}{count}")
+
+
+def cleanup_keys(plan, etcd: Etcd, prefix: str, *, when: bool = True) -> str | None:
+    """Undo :func:`put_many`: delete the keys it created, put back the values it replaced.
+
+    A key whose value changed since this run wrote it belongs to someone else now: it is left."""
+    backup = _keys_backup(plan, prefix)
+    if not when:
+        return plan.step("clean-up-demo-keys", f"leave the demo keys under {prefix} (their earlier values are "
+                         f"in {backup})")
+
+    def act() -> str:
+        if not backup.is_file():
+            return "nothing was written"
+        saved = json.loads(backup.read_text())
+        deleted, restored, left = 0, 0, []
+        for key, ours in saved["written"].items():
+            if etcd.get_value(key) != ours.encode():
+                left.append(key)
+            elif saved["before"].get(key) is None:
+                deleted += etcd.delete(key)
+            else:
+                etcd.put(key, base64.b64decode(saved["before"][key]))
+                restored += 1
+        return f"{deleted} deleted, {restored} put back" + (f"; changed since, left: {', '.join(left)}" if left else "")
+
+    return plan.step("clean-up-demo-keys", f"delete the demo keys this run created under {prefix}, put back "
+                     "the values it replaced", act, command=f"etcdctl del {prefix} --prefix  # only this run's keys")
 
 
 class PrefixWatch:
@@ -295,13 +434,44 @@ class PrefixWatch:
             self._changed.notify_all()
 
     def wait(self, *, events: int = 1, timeout: float = 10.0) -> pd.DataFrame:
-        """Return after ``events`` events or ``timeout`` seconds, whichever comes first; then cancel."""
+        """Return after ``events`` events, a broken watch, or ``timeout`` seconds, whichever comes first;
+        then cancel."""
         deadline = time.monotonic() + timeout
         with self._changed:
-            while len(self.events) < events and (left := deadline - time.monotonic()) > 0:
+            while len(self.events) < events and not self.error and (left := deadline - time.monotonic()) > 0:
                 self._changed.wait(left)
         self.cancel()
+        return self.table()
+
+    @property
+    def error(self) -> str:
+        """What broke the watch ("" while it is fine)."""
+        return next((e["value"] for e in self.events if e["type"] == "ERROR"), "")
+
+    def table(self) -> pd.DataFrame:
         return pd.DataFrame(self.events, columns=["seconds", "type", "key", "value", "revision"])
+
+    def collect(self, plan, *, events: int, timeout: float) -> pd.DataFrame:
+        """The events this watch saw, as a step of ``plan`` that follows its writes.
+
+        Acting: wait for ``events`` events; a broken watch stops at once with its error, too few
+        events after ``timeout`` is a timeout. Dry run: nothing was written, so whatever arrived
+        (another writer's events) is shown without waiting."""
+        def act() -> pd.DataFrame:
+            seen = self.wait(events=events, timeout=timeout)
+            if self.error:
+                raise WaitBlocked(f"the watch on {self.prefix} broke: {self.error}; run again once etcd answers")
+            if len(seen) < events:
+                raise WaitTimeout(f"the watch on {self.prefix} saw {len(seen)} of {events} event(s) in {timeout:g}s: "
+                                  "another client may have written the same values first; run again")
+            return seen
+
+        seen = plan.wait("watch-events", f"the watch on {self.prefix} sees {events} event(s) (at most {timeout:g}s)",
+                         act)
+        if seen is None:
+            self.cancel()
+            return self.table()
+        return seen
 
     def cancel(self) -> None:
         if self._id is not None:
@@ -351,6 +521,12 @@ def parse_registry_key(key: str) -> dict[str, str]:
     if len(rest) >= 2:
         return {"resource": resource, "namespace": rest[0], "name": "/".join(rest[1:])}
     return {"resource": resource, "namespace": "", "name": rest[0] if rest else ""}
+
+
+def registry_summary(keys: pd.DataFrame) -> pd.DataFrame:
+    """A :meth:`Etcd.key_table` summed per resource: how many objects, how many bytes."""
+    return keys.groupby("resource").agg(objects=("name", "count"), bytes=("size", "sum")) \
+        .sort_values("objects", ascending=False)
 
 
 def _short(exc: Exception) -> str:

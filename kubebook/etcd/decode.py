@@ -14,12 +14,14 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from typing import Any, Callable
+
 import pandas as pd
 
 from .. import binaries
 from ..errors import KubebookError
 from ..show import as_yaml
-from .client import Etcd, parse_registry_key
+from .client import Etcd, connect, parse_registry_key
 
 
 class DecodeError(KubebookError):
@@ -95,6 +97,40 @@ def read_live(etcd: Etcd, *, prefix: str = "/registry/") -> list[Record]:
         kv = meta[r.key]
         r.create_revision, r.mod_revision, r.version = kv.create_revision, kv.mod_revision, kv.version
     return records
+
+
+def read(source: str, *, target: Any = None, snapshot: str = "", snapshot_dir: str = "", prefix: str = "/registry/",
+         endpoints: str = "", cacert: str = "", cert: str = "", key: str = "",
+         log: Callable[[str], None] = print) -> list[Record]:
+    """Every key under ``prefix`` from ``source``: "live" (etcd, resolved as :func:`connect` does)
+    or "snapshot" (``snapshot``, or the newest in ``snapshot_dir``); ``log`` says which was read."""
+    from .snapshot import locate
+    if source == "live":
+        with connect(endpoints=endpoints, cacert=cacert, cert=cert, key=key, target=target, log=log) as etcd:
+            records, where = read_live(etcd, prefix=prefix), f"the live etcd {etcd.endpoints[0].url}"
+    elif source == "snapshot":
+        path = locate(snapshot, snapshot_dir=snapshot_dir, target=target)
+        records, where = read_snapshot(path, prefix=prefix), f"snapshot {path}"
+    else:
+        raise DecodeError(f"source {source!r}: expected 'live' or 'snapshot'")
+    log(f"{len(records)} keys under {prefix} from {where}")
+    return records
+
+
+def by_encoding(table: pd.DataFrame) -> pd.DataFrame:
+    """Keys per resource and how they are stored (protobuf, json, encrypted, undecodable)."""
+    return table.groupby(["resource", "stored as"]).size().unstack(fill_value=0)
+
+
+def in_namespace(table: pd.DataFrame, namespace: str) -> pd.DataFrame:
+    """The keys of one namespace's objects."""
+    return table[table["namespace"] == namespace].drop(columns=["key"])
+
+
+def show_key(records: list[Record], key: str) -> str:
+    """:func:`show` of the record stored under ``key``, or a line saying it is not there."""
+    found = next((r for r in records if r.key == key), None)
+    return show(found) if found is not None else f"{key} is not among these keys\n"
 
 
 def table(records: list[Record]) -> pd.DataFrame:

@@ -11,20 +11,22 @@ Where the control plane runs differs: a kubeadm node (static Pod manifests under
 """
 from __future__ import annotations
 
+import atexit
 import datetime as dt
 import os
 import shutil
-import signal
 import socket
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import yaml
 
-from .. import binaries
+from .. import binaries, ownership, paths, process
 from ..errors import KubebookError
 from ..plan import Plan
 from .client import Etcd, parse_registry_key
@@ -82,20 +84,20 @@ def move_aside(data_dir: Path, stamp: str) -> Path:
 
 # ---- where the control plane runs ---------------------------------------------------------
 class LabControlPlane:
-    """The kubebook lab: components are processes the lab started."""
+    """The kubebook lab (``target.lab``): components are processes the lab started and recorded."""
 
-    def __init__(self, lab_name: str):
-        from .. import lab as labs
-        self.lab = labs.get(lab_name)
-        self.name = self.lab.name
-        peer = f"https://127.0.0.1:{self.lab.ports.get('etcd-peer')}"
-        self.member = Member(name=labs.MASTER, data_dir=self.lab.etcd_data_dir,
-                             initial_cluster=f"{labs.MASTER}={peer}", initial_advertise_peer_urls=peer,
-                             initial_cluster_token=self.lab.name)
-        self.others = [c for c in labs.COMPONENTS if c != "etcd"]
+    def __init__(self, lab: Any):
+        self.lab = lab
+        self.name = lab.name
+        peer = f"https://127.0.0.1:{lab.ports.get('etcd-peer')}"
+        member = _lab_member_name(lab)
+        self.member = Member(name=member, data_dir=lab.etcd_data_dir, initial_cluster=f"{member}={peer}",
+                             initial_advertise_peer_urls=peer, initial_cluster_token=lab.name)
+        self.others = [row["component"] for row in lab.status() if row["component"] != "etcd"]
 
     def describe(self) -> dict:
-        return {"where": f"kubebook lab {self.name}", "data dir": str(self.member.data_dir)}
+        return {"where": f"kubebook lab {self.name}", "etcd": self.lab.etcd_endpoint, "member": self.member.name,
+                "data dir": str(self.member.data_dir)}
 
     def stop_apiserver(self) -> str:
         # everything that talks to the API goes down with it, as the recovery guide asks
@@ -106,7 +108,7 @@ class LabControlPlane:
 
     def start_etcd(self) -> str:
         self.lab.start_component("etcd")
-        self.lab.wait_ready("etcd")
+        self.lab.wait_ready("etcd")  # fails at once, with etcd's last log line, if it exits
         return "etcd healthy"
 
     def start_apiserver(self) -> str:
@@ -123,6 +125,17 @@ class LabControlPlane:
         return {"stop_apiserver": f"kubebook lab: stop {', '.join(reversed(self.others))} (by PID)",
                 "stop_etcd": "kubebook lab: stop etcd (by PID)", "start_etcd": "kubebook lab: start etcd",
                 "start_apiserver": f"kubebook lab up --name {self.name}"}
+
+
+def _lab_member_name(lab: Any) -> str:
+    """The lab's etcd member name, from the command line of the etcd process the lab recorded."""
+    proc = lab.processes.get("etcd")
+    if proc is not None and proc.alive():
+        for arg in Path(f"/proc/{proc.pid}/cmdline").read_bytes().split(b"\0"):
+            if arg.startswith(b"--name="):
+                return arg.decode().split("=", 1)[1]
+    raise RestoreError(f"the etcd of lab {lab.name} is not running, so its member name is unknown: "
+                       f"kubebook lab up --name {lab.name}, then run again")
 
 
 class KubeadmControlPlane:
@@ -220,28 +233,22 @@ class KubeadmControlPlane:
                 "start_apiserver": f"mv {self.held}/kube-apiserver.yaml {m}/"}
 
 
-def control_plane(*, lab: str = "", node: str = "", manifests: str = str(KUBEADM_MANIFESTS),
-                  endpoints: str = "https://127.0.0.1:2379", cacert: str = "", cert: str = "", key: str = "",
-                  admin_kubeconfig: str = "/etc/kubernetes/admin.conf"):
-    """The control plane a runbook acts on: the named lab, or this kubeadm node."""
-    if lab:
-        return LabControlPlane(lab)
-    return KubeadmControlPlane(node or socket.gethostname(), manifests=Path(manifests), endpoints=endpoints,
-                               cacert=cacert, cert=cert, key=key, kubeconfig=admin_kubeconfig)
-
-
-def rehearsal_snapshot(target, snapshot_dir: str, lab: str) -> str:
-    """Lab only: a snapshot taken now, for a restore rehearsal."""
-    if not lab:
-        raise RestoreError("rehearse=True only runs on a kubebook lab (set lab=...)")
-    from .snapshot import resolve_dir
-    with target.etcd() as etcd:
-        return save(etcd, resolve_dir(snapshot_dir, lab), progress=False).path
+def control_plane(target: Any, *, node: str = "", manifests: str | Path = KUBEADM_MANIFESTS, endpoints: str = "",
+                  cacert: str = "", cert: str = "", key: str = "", log=print):
+    """The control plane a runbook acts on: the lab ``target`` is, else this kubeadm node (its
+    static Pod manifests in ``manifests``), with etcd found as :func:`~kubebook.etcd.connect` finds it."""
+    from .client import connect
+    if target.lab is not None:
+        return LabControlPlane(target.lab)
+    etcd = connect(endpoints=endpoints, cacert=cacert, cert=cert, key=key, target=target, log=log)
+    return KubeadmControlPlane(node or socket.gethostname(), manifests=Path(manifests or KUBEADM_MANIFESTS),
+                               endpoints=",".join(e.url for e in etcd.endpoints), **etcd.files,
+                               kubeconfig=str(target.kubeconfig or "/etc/kubernetes/admin.conf"))
 
 
 # ---- the full restore ---------------------------------------------------------------------
 def verify(control_plane) -> pd.DataFrame:
-    """After a restore: etcd health, key count, and objects readable through the API."""
+    """etcd health, key count, and objects readable through the API (a read: before or after a restore)."""
     from kubernetes import client
     with control_plane.etcd() as etcd:
         health = etcd.endpoint_health()
@@ -255,50 +262,110 @@ def verify(control_plane) -> pd.DataFrame:
     ])
 
 
-def full_restore(control_plane, snapshot: str | Path, *, confirm: str = "", backup_dir: str | Path,
-                 plan: Plan | None = None) -> Plan:
-    """Restore ``snapshot`` as the whole cluster state. Dry run unless ``confirm`` names the target."""
-    plan = plan or Plan(target=control_plane.name, confirm=confirm, kind="control plane")
+def full_restore(plan: Plan, control_plane, *, snapshot: str = "", snapshot_dir: str = "", backup_dir: str = "",
+                 rehearse: bool = False, data_dir_backup_only: bool = False) -> pd.DataFrame:
+    """Restore a snapshot as the whole cluster state, as steps of ``plan`` (confirm names the control plane).
+
+    ``snapshot`` (or the newest in ``snapshot_dir``); with ``rehearse`` (a lab only) one taken
+    now. The current state is snapshotted into ``backup_dir`` first, and a failed backup stops
+    the restore before anything is stopped, unless ``data_dir_backup_only`` (etcd is what broke and
+    cannot be snapshotted): then the data directory moved aside is the only backup. A step that
+    fails says where the old data is and how to roll back. Returns the table of steps."""
+    from .snapshot import locate, resolve_dir
+    target = plan.cluster
     stamp = dt.datetime.now().strftime("%Y%m%d%H%M%S")
     member, cmds = control_plane.member, control_plane.commands()
     aside = member.data_dir.with_name(f"{member.data_dir.name}.before-restore-{stamp}")
+    backups = Path(backup_dir).expanduser() if backup_dir else resolve_dir(snapshot_dir, target)
+    chosen: dict[str, Path] = {}
+    rollback = (f"the data from before is kept at {aside}; to roll back: stop etcd, mv {aside} {member.data_dir}, "
+                "start etcd and the API server")
+
+    if rehearse:
+        target.require_lab(control_plane.name)
+        rehearsal_dir = resolve_dir(snapshot_dir, target)
+
+        def take() -> str:
+            with control_plane.etcd() as etcd:
+                chosen["snapshot"] = Path(save(etcd, rehearsal_dir, progress=False).path)
+            return str(chosen["snapshot"])
+
+        plan.step("rehearsal-snapshot", "take the snapshot to restore now (a rehearsal)", take,
+                  command=f"etcdctl snapshot save {rehearsal_dir}/<member>-etcd_<time>.db")
+        shown = "<the rehearsal's snapshot>"
+    else:
+        chosen["snapshot"] = locate(snapshot, snapshot_dir=snapshot_dir, target=target)
+        shown = str(chosen["snapshot"])
 
     def backup_current() -> str:
         try:
             with control_plane.etcd() as etcd:
-                return save(etcd, backup_dir, host=f"{member.name}-before-restore", progress=False).path
-        except Exception as exc:  # a broken etcd is why we are here: its data dir is still kept aside
-            return f"etcd unreachable ({str(exc)[:120]}); its data directory will be kept at {aside}"
+                return save(etcd, backups, host=f"{member.name}-before-restore", progress=False).path
+        except Exception as exc:  # noqa: BLE001 - whatever failed, there is no backup
+            if not data_dir_backup_only:
+                raise ownership.BackupFailed(
+                    f"the snapshot of the current state into {backups} failed ({str(exc).splitlines()[0][:160]}); "
+                    "nothing was stopped or changed. If etcd itself is what broke, run again with "
+                    f"data_dir_backup_only=True (its data directory is then kept at {aside.name})") from None
+            return f"etcd cannot be snapshotted ({str(exc)[:120]}); its data directory is kept at {aside}"
 
-    plan.step("verify-snapshot", f"check {Path(snapshot).name}: sha256 and etcdutl snapshot status",
-              lambda: f"revision {describe(snapshot).revision}", command=f"etcdutl snapshot status {snapshot}")
-    plan.step("backup-current", f"snapshot the current state into {backup_dir}", backup_current,
-              command=f"etcdctl snapshot save {backup_dir}/{member.name}-before-restore-etcd_<time>.db")
+    def restore() -> str:
+        try:
+            return run_restore(chosen["snapshot"], member)
+        except RestoreError as exc:
+            raise RestoreError(f"{exc}; {rollback}") from None
+
+    def start(action):
+        def run() -> str:
+            try:
+                return action()
+            except Exception as exc:  # noqa: BLE001 - any failure here leaves the cluster down: say what to do
+                raise RestoreError(f"{str(exc).splitlines()[0][:300]}; the restored data is in {member.data_dir}, "
+                                   f"{rollback}") from None
+        return run
+
+    plan.step("verify-snapshot", f"check {Path(shown).name}: sha256 and etcdutl snapshot status",
+              lambda: f"revision {describe(chosen['snapshot']).revision}", command=f"etcdutl snapshot status {shown}")
+    plan.step("backup-current", f"snapshot the current state into {backups} (a failed backup stops here)",
+              backup_current, command=f"etcdctl snapshot save {backups}/{member.name}-before-restore-etcd_<time>.db")
     plan.step("stop-apiserver", "stop the API server (and what talks to it)", control_plane.stop_apiserver,
               command=cmds["stop_apiserver"])
     plan.step("stop-etcd", "stop etcd", control_plane.stop_etcd, command=cmds["stop_etcd"])
     plan.step("move-data-dir", f"move {member.data_dir} aside to {aside.name} (kept, not deleted)",
               lambda: str(move_aside(member.data_dir, stamp)), command=f"mv {member.data_dir} {aside}")
     plan.step("restore", f"restore the snapshot into an empty {member.data_dir}, revision +{BUMP_REVISION:,}",
-              lambda: run_restore(snapshot, member), command=" ".join(restore_command(snapshot, member)))
-    plan.step("start-etcd", "start etcd on the restored data", control_plane.start_etcd, command=cmds["start_etcd"])
+              restore, command=" ".join(restore_command(shown, member)))
+    plan.step("start-etcd", "start etcd on the restored data", start(control_plane.start_etcd),
+              command=cmds["start_etcd"])
     plan.step("start-apiserver", "start the API server and the rest of the control plane",
-              control_plane.start_apiserver, command=cmds["start_apiserver"])
-    plan.step("verify", "check etcd health, key count and reads through the API",
-              lambda: "; ".join(f"{r['check']}: {r['result']}" for r in verify(control_plane).to_dict("records")))
-    return plan
+              start(control_plane.start_apiserver), command=cmds["start_apiserver"])
+    plan.check("verify", "etcd health, key count and reads through the API",
+               lambda: "; ".join(f"{r['check']}: {r['result']}" for r in verify(control_plane).to_dict("records")))
+    return plan.table()
 
 
 # ---- the course's "new machine" restore ----------------------------------------------------
 @dataclass
 class ScratchMember:
-    """A single-member etcd restored from a snapshot, on loopback, separate from any cluster."""
+    """A single-member etcd restored from a snapshot, on loopback, separate from any cluster.
+
+    It is a scratch process of the Python process that started it (see :mod:`kubebook.process`):
+    stopped by :meth:`stop` or the ``with`` block, and in any case when that process ends (a
+    notebook kernel shut down after a failing cell, or killed), so a plain-HTTP etcd holding every
+    Secret of the snapshot never outlives its runbook."""
 
     directory: Path
     port: int
-    pid: int | None = None
+    child: process.Child | None = field(default=None, repr=False)
     log: Path | None = None
-    _proc: subprocess.Popen | None = field(default=None, repr=False)
+
+    @property
+    def pid(self) -> int | None:
+        return self.child.pid if self.child else None
+
+    @property
+    def running(self) -> bool:
+        return bool(self.child and self.child.running)
 
     @property
     def endpoint(self) -> str:
@@ -308,13 +375,8 @@ class ScratchMember:
         return Etcd(self.endpoint, cacert=None, cert=None, key=None)
 
     def stop(self) -> None:
-        if self._proc and self._proc.poll() is None:
-            self._proc.send_signal(signal.SIGTERM)
-            try:
-                self._proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait(5)
+        if self.child:
+            process.stop(self.child.record, timeout=20)
 
     def __enter__(self) -> "ScratchMember":
         return self
@@ -336,8 +398,9 @@ def restore_scratch(snapshot: str | Path, directory: str | Path, *, timeout: flo
     etcd_bin = binaries.find("etcd")
     if etcd_bin is None:
         raise RestoreError("etcd not found: install etcd or run `kubebook lab build`")
-    from ..lab import free_loopback_port
-    peer_port, port = free_loopback_port(), free_loopback_port()
+    from ..ports import free_loopback_port
+    peer_port = free_loopback_port()
+    port = free_loopback_port(avoid=[peer_port])
     peer = f"http://127.0.0.1:{peer_port}"
     member = Member(name="recovery", data_dir=directory / "data", initial_cluster=f"recovery={peer}",
                     initial_advertise_peer_urls=peer, initial_cluster_token="kubebook-recovery")
@@ -345,27 +408,33 @@ def restore_scratch(snapshot: str | Path, directory: str | Path, *, timeout: flo
     run_restore(snapshot, member, bump=0)
     log = directory / "etcd.log"
     url = f"http://127.0.0.1:{port}"
-    with open(log, "ab") as out:
-        proc = subprocess.Popen([str(etcd_bin), "--name=recovery", f"--data-dir={member.data_dir}",
-                                 f"--listen-client-urls={url}", f"--advertise-client-urls={url}",
-                                 f"--listen-peer-urls={peer}", f"--initial-advertise-peer-urls={peer}",
-                                 f"--initial-cluster=recovery={peer}", "--listen-metrics-urls=http://127.0.0.1:0"],
-                                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
-    scratch = ScratchMember(directory=directory, port=port, pid=proc.pid, log=log, _proc=proc)
+    child = process.start([etcd_bin, "--name=recovery", f"--data-dir={member.data_dir}",
+                           f"--listen-client-urls={url}", f"--advertise-client-urls={url}",
+                           f"--listen-peer-urls={peer}", f"--initial-advertise-peer-urls={peer}",
+                           f"--initial-cluster=recovery={peer}", "--listen-metrics-urls=http://127.0.0.1:0"],
+                          log=log, scratch=True)
+    scratch = ScratchMember(directory=directory, port=port, child=child, log=log)
+    try:
+        _wait_healthy(scratch, timeout)
+    except BaseException:
+        scratch.stop()
+        raise
+    return scratch
+
+
+def _wait_healthy(scratch: ScratchMember, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while True:
-        if proc.poll() is not None:
-            raise RestoreError(f"the restored etcd exited ({proc.returncode}); see {log}")
+        if not scratch.running:
+            raise RestoreError(f"the restored etcd exited ({scratch.child.popen.returncode}); see {scratch.log}")
         try:
             with scratch.etcd() as etcd:
                 if etcd.is_healthy():
-                    return scratch
+                    return
         except Exception:
             pass
         if time.monotonic() > deadline:
-            scratch.stop()
-            raise RestoreError(f"the restored etcd was not healthy within {timeout:.0f}s; see {log}")
+            raise RestoreError(f"the restored etcd was not healthy within {timeout:.0f}s; see {scratch.log}")
         time.sleep(0.2)  # nothing to watch until it answers
 
 
@@ -378,3 +447,29 @@ def key_summary(etcd: Etcd, prefix: str = "/registry/") -> pd.DataFrame:
     return (frame.groupby("resource").agg(keys=("name", "count"), namespaces=("namespace", lambda s: s[s != ""]
                                                                                .nunique()))
             .sort_values("keys", ascending=False).reset_index())
+
+
+# ---- the scratch member, as the runbook drives it -------------------------------------------
+def open_scratch(snapshot: str | Path, directory: str | Path = "", *, timeout: float = 60.0) -> ScratchMember:
+    """:func:`restore_scratch` into ``directory`` (made 0700; "": a fresh one under the temp dir),
+    and make sure the scratch member ends with this process: it serves every Secret of the snapshot
+    over plain HTTP, so it must not outlive a run that failed half-way (papermill shuts the kernel
+    down after a failed cell, and the exit handler stops the member then). :func:`finish` ends it
+    as the runbook's last step."""
+    where = paths.private_dir(Path(directory).expanduser()) if directory else \
+        Path(tempfile.mkdtemp(prefix="etcd-recovery-"))
+    scratch = restore_scratch(snapshot, where, timeout=timeout)
+    atexit.register(scratch.stop)
+    print(f"restored etcd: {scratch.endpoint} (pid {scratch.pid}), data in {scratch.directory}")
+    return scratch
+
+
+def finish(scratch: ScratchMember, *, keep_running: bool = False) -> str:
+    """The scratch member's last step: stopped (by its PID), or left running on purpose."""
+    if keep_running:
+        atexit.unregister(scratch.stop)
+        return f"still running: {scratch.endpoint} (pid {scratch.pid}); stop it with kill {scratch.pid}"
+    scratch.stop()
+    atexit.unregister(scratch.stop)
+    alive = scratch.child is not None and scratch.child.record.alive()
+    return f"pid {scratch.pid} still running" if alive else f"stopped: pid {scratch.pid} is gone"

@@ -9,16 +9,18 @@ snapshot, and is reported with the keys it orphans.
 """
 from __future__ import annotations
 
-import time
+from pathlib import Path
 
 import pandas as pd
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
+from kubernetes.dynamic.exceptions import NotFoundError
 from kubernetes.dynamic.resource import ResourceList
 
+from .. import ownership
 from ..errors import KubebookError
-from ..plan import Plan
-from ..waits import WaitTimeout, wait_for
+from ..objects import Ref
+from ..waits import WaitBlocked, WaitTimeout, wait_for
 from .client import Etcd
 from .recover import Cluster
 from .snapshot import save
@@ -107,123 +109,221 @@ def summary(diagnosis: dict) -> pd.DataFrame:
     return pd.DataFrame([{"what": k, "value": diagnosis.get(k)} for k in keys if k in diagnosis])
 
 
-def remove_object_finalizers(api: client.ApiClient, namespace: str, left: pd.DataFrame) -> str:
-    """Clear metadata.finalizers on each remaining object being deleted (what blocks them)."""
+def remove_object_finalizers(plan, namespace: str) -> str:
+    """Clear metadata.finalizers on each object in ``namespace`` that is being deleted (what blocks
+    it). Each object is backed up first (0600, kept: the change is the point); a failed backup
+    stops before that object is changed."""
+    api = plan.api
     cluster = Cluster(api)
     done = []
-    for row in left.to_dict("records"):
+    for row in remaining(api, namespace).to_dict("records"):
         if not row["finalizers"] or not row["deleting since"]:
             continue
         res = cluster.dynamic.resources.get(api_version=row["apiVersion"], kind=row["kind"])
         try:
-            cluster.dynamic.patch(res, name=row["name"], namespace=namespace,
-                                  body={"metadata": {"finalizers": None}},
+            live = cluster.dynamic.get(res, name=row["name"], namespace=namespace).to_dict()
+        except NotFoundError:
+            continue  # gone meanwhile
+        live.setdefault("apiVersion", row["apiVersion"])
+        live.setdefault("kind", row["kind"])
+        saved = ownership.backup(live, plan.record)
+        plan.record.add_changed(ownership.Change(Ref.of(live, namespace), saved, restore=False))
+        try:
+            cluster.dynamic.patch(res, name=row["name"], namespace=namespace, body={"metadata": {"finalizers": None}},
                                   content_type="application/merge-patch+json")
         except ApiException as exc:
             if exc.status != 404:  # gone as soon as its last finalizer went: that is the point
                 raise
-        done.append(f"{row['kind']}/{row['name']}")
+        done.append(f"{row['kind']}/{row['name']} (backup {saved})")
     return ", ".join(done) or "no object held by a finalizer"
 
 
-def finalize(api: client.ApiClient, namespace: str) -> str:
-    """PUT /api/v1/namespaces/<ns>/finalize with spec.finalizers emptied."""
+def finalize(plan, namespace: str) -> str:
+    """PUT /api/v1/namespaces/<ns>/finalize with spec.finalizers emptied (the namespace backed up first)."""
+    api = plan.api
     core = client.CoreV1Api(api)
     ns = core.read_namespace(namespace)
     if not ns.spec.finalizers:
         return "spec.finalizers already empty"
+    body = api.sanitize_for_serialization(ns)
+    saved = ownership.backup({"apiVersion": "v1", "kind": "Namespace", **body}, plan.record)
+    plan.record.add_changed(ownership.Change(Ref("Namespace", namespace), saved, restore=False))
     held = list(ns.spec.finalizers)
     ns.spec.finalizers = []
     core.replace_namespace_finalize(namespace, ns)
-    return f"removed namespace finalizers {', '.join(held)}"
+    return f"removed namespace finalizers {', '.join(held)} (backup {saved})"
 
 
-def wait_gone(api: client.ApiClient, namespace: str, timeout: float = 60.0) -> str:
-    wait_for(api, "namespaces", lambda ns: namespace not in ns, timeout=timeout, what=f"namespace {namespace} gone")
+def blocker(api: client.ApiClient, namespace: str, *, remove_finalizers: bool, use_finalize: bool):
+    """Why ``namespace`` cannot finish deleting with the steps this run takes, or None.
+
+    Definite reasons, seen at once: an unavailable APIService (the namespace controller cannot
+    discover or delete what it serves); an object held by a finalizer this run leaves and nobody
+    removes (kubebook's rehearsal finalizer, or any held longer than ``patience`` seconds);
+    namespace finalizers other than ``kubernetes`` once nothing is left and ``use_finalize`` is off."""
+    patience = 30.0
+
+    def diagnose(namespaces: dict[str, dict]) -> str | None:
+        ns = namespaces.get(namespace)
+        if ns is None:
+            return None
+        broken = unavailable_apiservices(api)
+        if len(broken):
+            row = broken.iloc[0]
+            return (f"APIService {row['apiservice']} is unavailable ({row['reason']}): neither the namespace "
+                    "controller nor this run can see the objects it serves, so the namespace cannot be emptied or "
+                    "safely finalized; make it available or delete it, then run again")
+        left = remaining(api, namespace)
+        held = left[(left["finalizers"] != "") & (left["deleting since"] != "")]
+        for row in held.to_dict("records"):
+            since = _age(row["deleting since"])
+            if DEMO_FINALIZER in row["finalizers"] or since > patience:
+                fix = "run with remove_finalizers=True" if not remove_finalizers else "its finalizer came back"
+                return (f"{row['kind']}/{row['name']} has been held by finalizer(s) {row['finalizers']} for "
+                        f"{since:.0f}s and nothing removes them: fix their controller, or {fix}")
+        finalizers = [f for f in (ns.get("spec") or {}).get("finalizers") or [] if f != "kubernetes"]
+        if left.empty and finalizers and not use_finalize:
+            return (f"nothing is left in {namespace} but namespace finalizer(s) {', '.join(finalizers)}, which "
+                    "nothing removes: run with use_finalize=True")
+        return None
+    return diagnose
+
+
+def _age(timestamp: str) -> float:
+    import datetime as dt
+    when = dt.datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
+    return (dt.datetime.now(dt.timezone.utc) - when).total_seconds()
+
+
+def wait_gone(api: client.ApiClient, namespace: str, timeout: float = 60.0, *, diagnose=None) -> str:
+    wait_for(api, "namespaces", lambda ns: namespace not in ns, timeout=timeout, what=f"namespace {namespace} gone",
+             field_selector=f"metadata.name={namespace}", diagnose=diagnose)
     return "gone"
 
 
-def delete_etcd_key(etcd: Etcd, namespace: str, backup_dir) -> str:
-    """Last resort: snapshot, then delete /registry/namespaces/<ns>; report the keys left orphaned."""
+def delete_etcd_key(etcd: Etcd, namespace: str, backup_dir, *, drill: bool = False) -> str:
+    """Last resort: snapshot (a failed one stops here), then delete /registry/namespaces/<ns>; report
+    the keys left orphaned. A rehearsal's orphans were made by it, and go too (``drill``)."""
     taken = save(etcd, backup_dir, progress=False)
     etcd.delete(f"/registry/namespaces/{namespace}")
     orphans = [k for k in etcd.keys("/registry/") if f"/{namespace}/" in k]
+    if drill:
+        for key in orphans:
+            etcd.delete(key)
+        return (f"snapshot {taken.path}; deleted the namespace key; the rehearsal's {len(orphans)} orphaned key(s) "
+                "deleted too (outside a rehearsal they stay, and reappear with a namespace of the same name)")
     return (f"snapshot {taken.path}; deleted the namespace key; {len(orphans)} key(s) of its objects are "
             f"orphaned in etcd and reappear if a namespace named {namespace} is created again")
 
 
-def fix(api: client.ApiClient, namespace: str, *, confirm: str = "", remove_finalizers: bool = True,
-        use_finalize: bool = True, etcd_delete: bool = False, etcd: Etcd | None = None, backup_dir=None,
-        timeout: float = 60.0) -> Plan:
-    """The safe way out, step by step; the etcd key deletion only when asked (and given etcd)."""
-    plan = Plan(target=namespace, confirm=confirm, kind="namespace")
+def fix(plan, namespace: str, *, remove_finalizers: bool = True, use_finalize: bool = True,
+        etcd_delete: bool = False, etcd_params: dict | None = None, backup_dir: str = "", rehearse: bool = False,
+        timeout: float = 60.0) -> pd.DataFrame:
+    """The safe way out, as steps of ``plan`` (target: the namespace); the etcd key deletion only
+    when asked. Waits stop within seconds when the namespace cannot finish with these steps
+    (:func:`blocker`). Returns the table of steps."""
+    from .client import connect
+    from .snapshot import resolve_dir
+    api = plan.api
     diag = diagnose(api, namespace)
     if diag["phase"] != "Terminating":
         plan.step("nothing-to-do", f"leave {namespace} alone: {diag['verdict']}")
-        return plan
+        return plan.table()
     if len(diag["unavailable apiservices"]):
         names = ", ".join(diag["unavailable apiservices"]["apiservice"])
         plan.step("apiservices", f"NOT automated: make these APIServices available or delete them: {names}")
     if remove_finalizers:
-        plan.step("remove-finalizers", "clear finalizers of the objects still being deleted",
-                  lambda: remove_object_finalizers(api, namespace, diag["remaining"]),
+        plan.step("remove-finalizers", "clear finalizers of the objects still being deleted (each backed up first)",
+                  lambda: remove_object_finalizers(plan, namespace), touches=[Ref("Namespace", namespace)],
                   command=f"kubectl -n {namespace} patch <kind>/<name> --type=merge -p "
                           "'{\"metadata\":{\"finalizers\":null}}'")
     if use_finalize:
-        plan.step("finalize", f"empty spec.finalizers through /api/v1/namespaces/{namespace}/finalize",
-                  lambda: _finalize_when_empty(api, namespace, timeout),
+        plan.step("finalize", f"empty spec.finalizers through /api/v1/namespaces/{namespace}/finalize once it is "
+                  "empty (the namespace backed up first)",
+                  lambda: _finalize_when_empty(plan, namespace, timeout, remove_finalizers=remove_finalizers),
+                  touches=[Ref("Namespace", namespace)],
                   command=f"kubectl replace --raw /api/v1/namespaces/{namespace}/finalize -f <ns.json>")
-    plan.step("wait", f"wait until {namespace} is gone",
-              lambda: _wait_or_report(api, namespace, timeout, last_resort_next=etcd_delete))
+    plan.wait("gone", f"{namespace} is gone", lambda: _wait_or_report(
+        api, namespace, timeout, last_resort_next=etcd_delete,
+        diagnose=blocker(api, namespace, remove_finalizers=remove_finalizers, use_finalize=use_finalize)))
     if etcd_delete:
-        if etcd is None or backup_dir is None:
-            raise StuckNamespaceError("etcd_delete needs an etcd connection and a backup directory")
-        plan.step("etcd-delete", f"LAST RESORT: snapshot, then delete /registry/namespaces/{namespace} from etcd",
-                  lambda: delete_etcd_key(etcd, namespace, backup_dir) if namespace_state(api, namespace) else
-                  "not needed: the namespace is gone", command=f"etcdctl del /registry/namespaces/{namespace}")
-    return plan
+        etcd = connect(**(etcd_params or {}), target=plan.cluster)
+        backups = Path(backup_dir).expanduser() if backup_dir else resolve_dir("", plan.cluster)
+        plan.step("etcd-delete", f"LAST RESORT: snapshot etcd into {backups}, then delete "
+                  f"/registry/namespaces/{namespace}",
+                  lambda: delete_etcd_key(etcd, namespace, backups, drill=rehearse) if namespace_state(api, namespace)
+                  else "not needed: the namespace is gone", touches=[Ref("Namespace", namespace)],
+                  command=f"etcdctl snapshot save {backups}/...; etcdctl del /registry/namespaces/{namespace}")
+    return plan.table()
 
 
-def _finalize_when_empty(api: client.ApiClient, namespace: str, timeout: float) -> str:
-    """Finalize only once no content is left: finalizing earlier would orphan that content."""
-    deadline = time.monotonic() + timeout
-    while namespace_state(api, namespace) is not None:
-        left = remaining(api, namespace)
-        if left.empty:
-            return finalize(api, namespace)
-        if time.monotonic() > deadline:
-            raise StuckNamespaceError(f"{len(left)} object(s) still in {namespace}; not finalizing over them")
-        try:  # the namespace controller deletes what is left; follow its events rather than sleep
-            wait_for(api, "namespaces", lambda ns: namespace not in ns, timeout=2, what="namespace gone")
-        except WaitTimeout:
-            pass
-    return "gone before finalize was needed"
+def _finalize_when_empty(plan, namespace: str, timeout: float, *, remove_finalizers: bool) -> str:
+    """Finalize only once no content is left (finalizing earlier would orphan that content); the
+    namespace controller deletes what is left, and a blocker ends the wait at once. While an
+    APIService is unavailable the objects it serves cannot be seen, so "empty" cannot be known:
+    that blocks too."""
+    api = plan.api
+    diagnose = blocker(api, namespace, remove_finalizers=remove_finalizers, use_finalize=True)
 
+    def empty(namespaces: dict) -> bool:
+        return namespace not in namespaces or (unavailable_apiservices(api).empty and remaining(api, namespace).empty)
 
-def _wait_or_report(api: client.ApiClient, namespace: str, timeout: float, *, last_resort_next: bool) -> str:
     try:
-        return wait_gone(api, namespace, timeout)
+        wait_for(api, "namespaces", empty,
+                 field_selector=f"metadata.name={namespace}", timeout=timeout,
+                 what=f"the content of {namespace} deleted", diagnose=diagnose)
     except WaitTimeout:
-        why = f"{namespace} still there after {timeout:.0f}s: {diagnose(api, namespace)['verdict']}"
+        left = remaining(api, namespace)
+        raise StuckNamespaceError(f"{len(left)} object(s) still in {namespace} after {timeout:.0f}s; not finalizing "
+                                  "over them (run again to keep waiting)") from None
+    if namespace_state(api, namespace) is None:
+        return "gone before finalize was needed"
+    return finalize(plan, namespace)
+
+
+def _wait_or_report(api: client.ApiClient, namespace: str, timeout: float, *, last_resort_next: bool,
+                    diagnose=None) -> str:
+    try:
+        return wait_gone(api, namespace, timeout, diagnose=diagnose)
+    except (WaitTimeout, WaitBlocked) as exc:
+        why = f"{namespace} still there: {exc}"
         if last_resort_next:
             return why + "; going on to the last resort"
         raise StuckNamespaceError(why) from None
 
 
-def stage_stuck(api: client.ApiClient, namespace: str, *, timeout: float = 60.0) -> dict:
-    """Lab demo: a namespace whose deletion blocks on a ConfigMap finalizer and a namespace finalizer."""
-    core = client.CoreV1Api(api)
-    if namespace_state(api, namespace) is None:
-        core.create_namespace({"metadata": {"name": namespace},
-                               "spec": {"finalizers": ["kubernetes", DEMO_FINALIZER]}})
-        wait_for(api, "serviceaccounts", lambda s: "default" in s, namespace=namespace, timeout=timeout,
-                 what="namespace ready")
-        core.create_namespaced_config_map(namespace, {"metadata": {"name": "held", "finalizers": [DEMO_FINALIZER]},
-                                                      "data": {"why": "a finalizer nobody removes"}})
-        core.delete_namespace(namespace)
-    wait_for(api, "namespaces", lambda ns: _stuck(ns.get(namespace)), timeout=timeout,
-             what=f"{namespace} stuck on finalizers")
-    return diagnose(api, namespace)
+# ---- the rehearsal ----------------------------------------------------------------------------
+def rehearsal(plan, namespace: str, *, rehearse: bool = True, timeout: float = 60.0) -> str:
+    """With ``rehearse`` (a kubebook lab only, in a namespace that is absent or a rehearsal's):
+    steps that make ``namespace`` stuck in Terminating on a ConfigMap finalizer and a namespace
+    finalizer nobody removes. Without, nothing. Returns what it did or would do."""
+    from .rehearsal import labelled, require_scratch
+    if not rehearse:
+        return "no rehearsal: diagnosing the namespace as it is"
+    require_scratch(plan.cluster, namespace, "stuck-namespace")
+    api = plan.api
+    state = namespace_state(api, namespace)
+    if state is not None and (state.get("status") or {}).get("phase") == "Terminating":
+        plan.step("rehearsal", f"use {namespace}: an earlier rehearsal left it stuck in Terminating")
+        return f"{namespace} is already stuck from an earlier rehearsal"
+    plan.create(labelled({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace},
+                          "spec": {"finalizers": ["kubernetes", DEMO_FINALIZER]}}, "stuck-namespace"),
+                step="rehearsal-namespace", command=f"kubectl create namespace {namespace}")
+    plan.wait("rehearsal-namespace-ready", f"namespace {namespace} has its default ServiceAccount",
+              lambda: wait_for(api, "serviceaccounts", lambda s: "default" in s, namespace=namespace,
+                               timeout=timeout, what="namespace ready") and "ready")
+    plan.create({"apiVersion": "v1", "kind": "ConfigMap",
+                 "metadata": {"name": "held", "namespace": namespace, "finalizers": [DEMO_FINALIZER]},
+                 "data": {"why": "a finalizer nobody removes"}}, namespace, step="rehearsal-held-configmap",
+                command=f"kubectl -n {namespace} create -f held-configmap.yaml")
+    plan.step("rehearsal-delete", f"delete namespace {namespace} (it stays Terminating)",
+              lambda: client.CoreV1Api(api).delete_namespace(namespace) and "deletion requested",
+              touches=[Ref("Namespace", namespace)], command=f"kubectl delete namespace {namespace} --wait=false")
+    plan.wait("rehearsal-stuck", f"{namespace} is stuck on its finalizers",
+              lambda: wait_for(api, "namespaces", lambda ns: _stuck(ns.get(namespace)), timeout=timeout,
+                               field_selector=f"metadata.name={namespace}",
+                               what=f"{namespace} stuck on finalizers") and "stuck")
+    return f"rehearsal staged in {namespace}" if plan.acting else f"a rehearsal would stage {namespace}"
 
 
 def _stuck(ns: dict | None) -> bool:
