@@ -4,15 +4,18 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+import os
 import stat
+import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from cryptography import x509
 
-from kubebook import kubeconfig as kcfg, pki
+from kubebook import connect, kubeconfig as kcfg, pki
 from kubebook.auth import access, certificates, rbac, tokens, users
+from kubebook.errors import KubebookError
 from kubebook.auth.subjects import Subject
 from kubebook.plan import Plan
 
@@ -190,46 +193,108 @@ def test_verify_reports_expiry_and_missing_client_usage():
     assert certificates.verify(server, ca.cert) == "no clientAuth extended key usage"
 
 
-def test_cluster_of_reads_server_and_ca(tmp_path):
-    ca = pki.new_ca("kubernetes", pki.ECDSA_P256)
+def _admin_kubeconfig(tmp_path, ca, *, cluster="prod"):
     pair = _user(ca, "admin", ("system:masters",))
-    path = kcfg.write(tmp_path / "admin.conf", kcfg.build(server="https://127.0.0.1:6443", ca_pem=ca.cert_pem,
+    return kcfg.write(tmp_path / "admin.conf", kcfg.build(server="https://127.0.0.1:6443", ca_pem=ca.cert_pem,
                                                           cert_pem=pair.cert_pem, key_pem=pair.key_pem,
-                                                          cluster="prod", user="admin", context="admin@prod"))
-    info = certificates.cluster_of(path)
+                                                          cluster=cluster, user="admin", context=f"admin@{cluster}"))
+
+
+def test_cluster_of_reads_server_and_ca_of_the_target(tmp_path):
+    ca = pki.new_ca("kubernetes", pki.ECDSA_P256)
+    path = _admin_kubeconfig(tmp_path, ca)
+    info = certificates.cluster_of(connect.target(kubeconfig=path))
     assert info["name"] == "prod" and info["server"] == "https://127.0.0.1:6443" and info["ca_pem"] == ca.cert_pem
     with pytest.raises(Exception, match="no context"):
-        certificates.cluster_of(path, "missing")
+        certificates.cluster_of(connect.target(kubeconfig=path, context="missing"))
+
+
+def test_a_missing_kubeconfig_is_an_error_never_another_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "elsewhere"))
+    with pytest.raises(KubebookError, match="kubeconfig not found"):
+        certificates.certificates(tmp_path / "missing.conf")
+    with pytest.raises(KubebookError, match="in-cluster"):
+        certificates.contexts(connect.Target(None, None, "in-cluster ServiceAccount"))
+    assert not hasattr(certificates, "kubeconfig_path")  # one resolution policy: kubebook.connect's
+
+
+def test_system_masters_lists_only_certificates_in_that_group(tmp_path):
+    ca = pki.new_ca("kubernetes", pki.ECDSA_P256)
+    path = _admin_kubeconfig(tmp_path, ca)
+    config = kcfg.load(path)
+    dev = _user(ca, "dev", ("system:masters-not",))
+    config["users"].append({"name": "dev", "user": {"client-certificate-data": base64.b64encode(dev.cert_pem).decode()}})
+    kcfg.write(path, config)
+    masters = certificates.system_masters(connect.target(kubeconfig=path))
+    assert list(masters["user entry"]) == ["admin"]
+    assert certificates.system_masters(connect.Target(None, None, "in-cluster ServiceAccount")).empty
 
 
 # ---- a user signed with the CA key (the course's openssl path), without a cluster ---------------
-def test_new_user_with_ca_key_files_are_private_and_rerun_keeps_them(tmp_path):
+def _ca_key_user(tmp_path, **kw):
     ca = pki.new_ca("kubernetes", pki.ECDSA_P256)
     pki.save(ca, tmp_path / "pki" / "ca")
-    user = users.NewUser(None, "luffy-admin", groups=["admin:luffy"], directory=tmp_path / "u", signer="ca-key",
-                         ca_crt=tmp_path / "pki" / "ca.crt", ca_key=tmp_path / "pki" / "ca.key",
-                         key_algorithm=pki.ECDSA_P256)
-    dry = Plan(target="luffy-admin", confirm="", kind="user", log=lambda m: None)
-    user.add_steps(dry, server="https://127.0.0.1:6443", ca_pem=ca.cert_pem, cluster="lab")
-    assert not (tmp_path / "u").exists() and set(dry.table()["status"]) == {"planned"}
+    target = connect.target(kubeconfig=_admin_kubeconfig(tmp_path, ca, cluster="lab"))
+    user = users.NewUser.at(target, "luffy-admin", groups=["admin:luffy"], directory=tmp_path / "users" / "u",
+                            signer="ca-key", ca_crt=tmp_path / "pki" / "ca.crt", ca_key=tmp_path / "pki" / "ca.key",
+                            key_algorithm=pki.ECDSA_P256, **kw)
+    return ca, target, user
 
-    def act():
-        plan = Plan(target="luffy-admin", confirm="luffy-admin", kind="user", log=lambda m: None)
-        user.add_steps(plan, server="https://127.0.0.1:6443", ca_pem=ca.cert_pem, cluster="lab")
-        return plan.table().set_index("step")["detail"]
-    first = act()
+
+def _issue(target, user, confirm):
+    plan = Plan(target="luffy-admin", confirm=confirm, kind="user", cluster=target, log=lambda m: None)
+    users.issue(plan, user)
+    return plan.table().set_index("step")
+
+
+def test_new_user_with_ca_key_files_are_private_and_rerun_keeps_them(tmp_path):
+    ca, target, user = _ca_key_user(tmp_path)
+    dry = _issue(target, user, "")
+    assert not (tmp_path / "users").exists() and set(dry["status"]) == {"planned"}
+    first = _issue(target, user, "luffy-admin")["detail"]
     assert "created" in first["key"] and "valid until" in first["sign"]
-    for path in (user.key_file, user.kubeconfig):
+    for path in (user.key_file, user.csr_file, user.cert_file, user.kubeconfig):
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    for directory in (tmp_path / "users", user.directory):  # made by kubebook: the owner's only
+        assert stat.S_IMODE(directory.stat().st_mode) == 0o700
     key, cert = user.key_file.read_bytes(), user.cert_file.read_bytes()
     issued = x509.load_pem_x509_certificate(cert)
     assert certificates.identity(issued) == ("luffy-admin", ["admin:luffy"])
     assert certificates.verify(issued, ca.cert) == "OK"
-    second = act()
-    assert "kept" in second["key"] and "kept the valid certificate" in second["sign"]
-    assert "unchanged" in second["kubeconfig"]
+    second = _issue(target, user, "luffy-admin")["detail"]
+    assert "kept" in second["key"] and "kept the valid certificate" in second["certificate"]
+    assert "sign" not in second and "unchanged" in second["kubeconfig"]
     assert user.key_file.read_bytes() == key and user.cert_file.read_bytes() == cert
     assert user.certificate().iloc[0]["verify against CA"] == "OK"
+
+
+@pytest.mark.parametrize("name", ["../..", "../x", "a/b", "..", "UPPER", "-x", ""])
+def test_a_user_name_that_is_not_one_kubernetes_name_is_refused(tmp_path, name):
+    with pytest.raises(KubebookError, match="user"):
+        users.NewUser(name, directory=tmp_path)
+
+
+def test_user_files_never_resolve_outside_their_directory(tmp_path):
+    user = users.NewUser("luffy-admin", directory=tmp_path / "u")
+    (tmp_path / "u").mkdir()
+    (tmp_path / "u" / "luffy-admin.key").symlink_to(tmp_path / "stolen.key")  # a planted link
+    with pytest.raises(KubebookError, match="does not stay in"):
+        user.key_file
+    assert user.cert_file.parent == tmp_path / "u"
+
+
+def test_the_csr_path_is_confirmed_by_the_user_namespace_and_csr(tmp_path):
+    _, target, _ = _ca_key_user(tmp_path)
+    user = users.NewUser.at(target, "luffy-admin")
+    assert user.touches == ["certificatesigningrequest/user-luffy-admin"]
+    assert user.directory == Path.home() / ".kube" / "users" / "luffy-admin"  # no lab: kubeadm's places
+    assert user.ca_key == Path("/etc/kubernetes/pki/ca.key")
+    also = ["namespace/kubebook-auth", *user.touches]
+    with pytest.raises(Exception, match="does not name certificatesigningrequest/user-luffy-admin"):
+        Plan(target="luffy-admin", kind="user", also=also, confirm="luffy-admin, namespace/kubebook-auth",
+             log=lambda m: None)
+    Plan(target="luffy-admin", kind="user", also=also, log=lambda m: None,
+         confirm="luffy-admin, namespace/kubebook-auth, certificatesigningrequest/user-luffy-admin")
 
 
 def test_confirm_naming_another_user_is_refused(tmp_path):
@@ -237,10 +302,64 @@ def test_confirm_naming_another_user_is_refused(tmp_path):
         Plan(target="luffy-admin", confirm="someone-else", kind="user", log=lambda m: None)
 
 
-def test_locations_default_to_kubeadm_paths():
-    where = users.locations(user="luffy-admin")
-    assert str(where["ca_key"]) == "/etc/kubernetes/pki/ca.key"
-    assert where["directory"].name == "luffy-admin" and where["directory"].parent.name == "users"
+# ---- why an approved request stays unsigned ---------------------------------------------------------
+KCM = ["kube-controller-manager", "--kubeconfig=/x", "--cluster-signing-cert-file=/pki/ca.crt",
+       "--cluster-signing-key-file", "/pki/ca.key"]
+
+
+def test_signing_flags_are_read_in_both_spellings():
+    assert users.signs_client_certificates(KCM)
+    assert not users.signs_client_certificates(KCM[:3])  # a certificate without its key signs nothing
+    assert not users.signs_client_certificates(["kube-controller-manager", "--cluster-signing-cert-file="])
+    assert users.signs_client_certificates(["kcm", "--cluster-signing-kube-apiserver-client-cert-file=/c",
+                                            "--cluster-signing-kube-apiserver-client-key-file=/k"])
+
+
+def _csr(*conditions, certificate=""):
+    return {"user-x": {"metadata": {"name": "user-x"},
+                       "status": {"conditions": [{"type": t, "status": "True", "message": f"{t} by test"}
+                                                 for t in conditions], **({"certificate": certificate}
+                                                                          if certificate else {})}}}
+
+
+def test_an_approved_request_nothing_signs_is_diagnosed_at_once_when_the_evidence_says_so():
+    no_signer = users.UnsignedDiagnosis(None, "user-x", evidence=(False, "pid 7 runs without the flags"))
+    assert no_signer(_csr()) is None                       # not approved yet: waiting makes sense
+    assert no_signer(_csr("Approved", certificate="Y2VydA==")) is None
+    reason = no_signer(_csr("Approved"))
+    assert "approved but no signer issued a certificate" in reason and "pid 7" in reason
+    assert "signer=ca-key" in reason and "\n" not in reason
+    assert "was denied: Denied by test" in no_signer(_csr("Denied"))
+
+
+def test_without_evidence_the_diagnosis_waits_out_the_grace_period():
+    unknown = users.UnsignedDiagnosis(None, "user-x", evidence=(None, ""), grace=0.2)
+    assert unknown(_csr("Approved")) is None
+    time.sleep(0.25)  # the grace period is the point of this test
+    assert "no signer issued a certificate" in unknown(_csr("Approved"))
+    signing = users.UnsignedDiagnosis(None, "user-x", evidence=(True, "has the flags"), grace=0.1)
+    assert signing(_csr("Approved")) is None               # it should sign: wait three times as long
+    time.sleep(0.35)
+    assert "still not signed although" in signing(_csr("Approved"))
+
+
+def test_the_lab_evidence_is_its_recorded_controller_manager_process(tmp_path):
+    class Process:
+        pid = os.getpid()           # this test's own process: no signing flags on its command line
+
+        def alive(self):
+            return True
+
+    class Lab:
+        name, processes = "fake", {"kube-controller-manager": Process()}
+
+        def refresh(self):
+            return self
+
+    signs, evidence = users.signing_evidence(None, type("Target", (), {"lab": Lab()})())
+    assert signs is False and f"pid {os.getpid()}" in evidence and "without" in evidence
+    Lab.processes = {}
+    assert users.signing_evidence(None, type("Target", (), {"lab": Lab()})())[0] is False
 
 
 # ---- tokens never show themselves -------------------------------------------------------------
@@ -269,3 +388,39 @@ def test_token_repr_and_summary_hide_the_token():
 def test_kubectl_without_a_kubeconfig_says_so(tmp_path):
     row = access.kubectl(str(tmp_path / "none.kubeconfig"), "get", "pods").iloc[0]
     assert row["exit code"] is None and "no kubeconfig" in row["answer"]
+
+
+def test_a_token_client_always_verifies_the_server():
+    token = tokens.Token("ns", "sa", dt.datetime.now(dt.timezone.utc), (), _fake_jwt({"sub": "x"}),
+                         "https://127.0.0.1:6443", None)
+    configured = token.api_client().configuration
+    assert configured.verify_ssl is True and configured.ssl_ca_cert is None  # the system trust store, never off
+    from kubernetes import client
+    insecure = client.Configuration()
+    insecure.host, insecure.verify_ssl = "https://127.0.0.1:6443", False
+    with pytest.raises(KubebookError, match="turns TLS verification off"):
+        tokens.request_token(client.ApiClient(insecure), "ns", "sa")  # refused before any request is made
+
+
+def test_the_rbac_runbooks_confirm_names_the_cluster_wide_objects():
+    objects = rbac.course_examples(namespace="kubebook-auth", user="dave", group="manager")
+    scopes = rbac.scopes(objects)
+    assert scopes == ["namespace/kubebook-auth", "clusterrole/secret-reader", "clusterrolebinding/read-secrets-global"]
+    with pytest.raises(Exception, match="does not name clusterrole/secret-reader, clusterrolebinding/read-secrets"):
+        Plan(target="kubebook-auth", kind="namespace", also=scopes, confirm="kubebook-auth", log=lambda m: None)
+    plan = Plan(target="kubebook-auth", kind="namespace", also=scopes, log=lambda m: None)
+    assert plan.confirm_text == "kubebook-auth, clusterrole/secret-reader, clusterrolebinding/read-secrets-global"
+
+
+def test_grants_lists_each_subject_and_binding_once():
+    long = pd.DataFrame([{"subject": "User:a", "verb": v, "allowed": v != "delete", "reason": "RBAC: RoleBinding x"}
+                         for v in ("get", "list", "delete")])
+    assert access.grants(long).to_dict("records") == [{"subject": "User:a", "reason": "RBAC: RoleBinding x"}]
+
+
+@pytest.mark.parametrize("value", ["../..", "a/b", "Luffy"])
+def test_new_user_refuses_a_user_name_that_is_a_path_before_any_kernel(value):
+    from kubebook import runner
+    from kubebook.errors import ParameterError
+    with pytest.raises(ParameterError, match="parameter user"):
+        runner.find("auth/new-user").validate({"user": value})

@@ -9,6 +9,7 @@ the built-in ``system:masters`` group), with the reason it gives, which names th
 from __future__ import annotations
 
 import json
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 import pandas as pd
 from kubernetes import client
 
+from ..errors import KubebookError
 from ..safety import mask_text
 from .subjects import MASTERS, Subject, parse_all
 
@@ -158,16 +160,17 @@ def namespaced(api: client.ApiClient, resource: Resource) -> bool | None:
 
 
 def checks(api: client.ApiClient, subjects, resources, verbs=DEFAULT_VERBS, *, namespace: str = "",
-           workers: int = 8, authenticated: bool = True) -> pd.DataFrame:
+           all_namespaces: bool = False, workers: int = 8, authenticated: bool = True) -> pd.DataFrame:
     """Every subject × resource × verb as one row each (long form), ``workers`` reviews at a time.
 
-    ``namespace`` "" asks cluster-wide (all namespaces); cluster-scoped resources (nodes,
+    ``namespace`` "" (or ``all_namespaces``, kubectl's ``-A``) asks cluster-wide; cluster-scoped resources (nodes,
     namespaces...) are always asked cluster-wide, as a real request for them would be.
     ``workers=1`` asks one by one. On a small machine the apiserver shares the CPUs with this
     client, so a few workers do better than many; keep ``workers`` within the client's connection
     pool (``connection_pool_maxsize``, 5 per CPU by default), or connections are reopened.
     """
     resources = _resources(resources)
+    namespace = "" if all_namespaces else namespace
     where = {r: ("" if namespaced(api, r) is False else namespace) for r in resources} if namespace else {}
     grid = [(s, v, r) for s in parse_all(subjects) for r in resources for v in names(verbs)]
     reviewer = _Reviewer(api)
@@ -183,9 +186,16 @@ def checks(api: client.ApiClient, subjects, resources, verbs=DEFAULT_VERBS, *, n
 
 
 def matrix(api: client.ApiClient, subjects, resources, verbs=DEFAULT_VERBS, *, namespace: str = "",
-           workers: int = 8) -> pd.DataFrame:
+           all_namespaces: bool = False, workers: int = 8) -> pd.DataFrame:
     """The access matrix: one row per subject and resource, one column per verb, ✓ or ·."""
-    return pivot(checks(api, subjects, resources, verbs, namespace=namespace, workers=workers))
+    return pivot(checks(api, subjects, resources, verbs, namespace=namespace, all_namespaces=all_namespaces,
+                        workers=workers))
+
+
+def grants(long: pd.DataFrame) -> pd.DataFrame:
+    """Who is allowed anything in ``long`` (checks), and by which binding: one row per subject and reason."""
+    allowed = long[long["allowed"]]
+    return allowed.drop_duplicates(["subject", "reason"])[["subject", "reason"]].reset_index(drop=True)
 
 
 def pivot(long: pd.DataFrame) -> pd.DataFrame:
@@ -322,7 +332,74 @@ def verify(api: client.ApiClient, long: pd.DataFrame, *, sample: int = 0) -> pd.
                                       "real request", "agrees"])
 
 
-def kubectl(kubeconfig: str, *args: str, context: str = "") -> pd.DataFrame:
+def verified(api: client.ApiClient, long: pd.DataFrame, *, sample: int = 0) -> pd.DataFrame:
+    """:func:`verify`, and an error naming the cells where the two ways of asking disagree."""
+    table = verify(api, long, sample=sample)
+    wrong = table[~table["agrees"]]
+    if len(wrong):
+        cells = ", ".join(f"{r.subject} {r.verb} {r.resource}" for r in wrong.itertuples())
+        raise KubebookError(f"{len(wrong)} of {len(table)} cells disagree when asked as the subject: {cells}")
+    return table
+
+
+# ---- the run's own credential ------------------------------------------------------------------
+class Forbidden(KubebookError):
+    """RBAC refuses one of this run's own steps to the credential the run uses."""
+
+
+def self_review(api: client.ApiClient, verb: str, resource: "str | Resource", *, namespace: str = "",
+                name: str = "") -> dict:
+    """May ``api``'s own credential VERB RESOURCE? (a SelfSubjectAccessReview: `kubectl auth can-i`)."""
+    resource = Resource.parse(resource)
+    code, body = request(api, "POST", "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
+                         {"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
+                          "spec": {"resourceAttributes": resource.attributes(verb, namespace, name)}})
+    status = body.get("status") if isinstance(body.get("status"), dict) else {}
+    return {"allowed": code == 201 and bool(status.get("allowed")),
+            "reason": mask_text(str(status.get("reason") or body.get("message") or ""))}
+
+
+def user_name(api: client.ApiClient) -> str:
+    """Who the apiserver takes ``api``'s credential to be, as its messages name it (``User "x"``)."""
+    row = whoami(api).iloc[0]
+    return f'User "{row["user"]}"' if row["user"] else "this credential"
+
+
+def _need_text(verb: str, resource: str, namespace: str, name: str) -> str:
+    what = f"{verb} {resource}" + (f" {name}" if name else "")
+    return what + (f" in namespace {namespace}" if namespace else " (cluster-wide)")
+
+
+def require(plan, step: str, needs: list[tuple[str, str, str, str]]) -> list[str]:
+    """Before ``step`` changes anything, ask whether the run's own credential may do each of ``needs``
+    (verb, resource[.group][/subresource], namespace, name), and say plainly what RBAC refuses.
+
+    A dry run lists the refusal as the step where the run would stop; acting raises :class:`Forbidden`
+    before the step, so nothing is left half-done by it. Returns the refused needs, described."""
+    refused = [_need_text(*need) for need in needs if not self_review(plan.api, need[0], need[1],
+                                                                      namespace=need[2], name=need[3])["allowed"]]
+    if not refused:
+        return []
+    message = (f"RBAC refuses step {step} to {user_name(plan.api)}: it may not {'; '.join(refused)}. Run with a "
+               f"kubeconfig that may (an admin's), or ask an admin for these permissions; this step changed nothing")
+    if plan.acting:
+        raise Forbidden(message)
+    plan.step(f"{step}-refused", f"stop here: {message}")
+    return refused
+
+
+def wait_effective(plan, subject: "str | Subject", verb: str, resource: "str | Resource", *, namespace: str = "",
+                   timeout: float = 30.0) -> str | None:
+    """A plan step: wait until the authorizer allows ``subject`` what a new binding grants it."""
+    where = f"in namespace {namespace}" if namespace else "cluster-wide"
+    if require(plan, "effective", [("create", "subjectaccessreviews.authorization.k8s.io", "", "")]):
+        return None
+    return plan.wait("effective", f"{subject} may {verb} {resource} {where} (the authorizer has seen the binding)",
+                     lambda: wait_allowed(plan.api, subject, verb, resource, namespace=namespace,
+                                          timeout=timeout)["reason"])
+
+
+def kubectl(kubeconfig: "str | os.PathLike", *args: str, context: str = "") -> pd.DataFrame:
     """Run the kubectl binary with ``kubeconfig`` (the lab's build, else the one on PATH): exit code and
     the first line of its answer, e.g. ``Error from server (Forbidden): ...``."""
     import subprocess

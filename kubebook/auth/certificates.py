@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -18,9 +19,26 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from .. import kubeconfig as kcfg
+from ..connect import IN_CLUSTER_TOKEN
 from ..errors import KubebookError
+from ..show import named
 
 WARN_DAYS = 30
+IN_CLUSTER_CA = IN_CLUSTER_TOKEN.parent / "ca.crt"
+MASTERS = "system:masters"
+
+
+def kubeconfig_file(source) -> Path:
+    """The kubeconfig file to read: a :class:`kubebook.connect.Target`'s (resolved by its one policy) or
+    a path. It must exist; a target that authenticates in a Pod has none."""
+    path = source if isinstance(source, (str, os.PathLike)) else getattr(source, "kubeconfig", None)
+    if not path:
+        raise KubebookError("this target authenticates in-cluster (a ServiceAccount token): there is no kubeconfig "
+                            "file to read (pass kubeconfig=... to inspect one)")
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise KubebookError(f"kubeconfig not found: {path}")
+    return path
 
 
 def _now() -> dt.datetime:
@@ -57,9 +75,9 @@ def auth_method(user: dict) -> str:
     return "none"
 
 
-def contexts(path: str | Path) -> pd.DataFrame:
+def contexts(source) -> pd.DataFrame:
     """One row per context: its cluster and server, its user and how that user authenticates."""
-    config = kcfg.load(path)
+    config = kcfg.load(kubeconfig_file(source))
     clusters, users = _by_name(config, "clusters", "cluster"), _by_name(config, "users", "user")
     rows = []
     for item in config.get("contexts") or []:
@@ -137,16 +155,14 @@ def load_ca(path: str | Path) -> x509.Certificate:
     return x509.load_pem_x509_certificate(Path(path).expanduser().read_bytes())
 
 
-def certificates(path: str | Path, *, ca: str | Path = "", warn_days: int = WARN_DAYS) -> pd.DataFrame:
-    """Every client certificate in the kubeconfig at ``path`` (one row per user that has one).
+def certificates(source, *, ca: str | Path = "", warn_days: int = WARN_DAYS) -> pd.DataFrame:
+    """Every client certificate in the kubeconfig of ``source`` (a Target or a path; one row per user).
 
     Each is verified against ``ca`` if given (e.g. ``/etc/kubernetes/pki/ca.crt``), else against
     the certificate-authority of the cluster its context uses. Users without a certificate
     (tokens, exec plugins) are listed with how they authenticate instead.
     """
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise KubebookError(f"kubeconfig not found: {path}")
+    path = kubeconfig_file(source)
     config, base = kcfg.load(path), path.parent
     clusters = _by_name(config, "clusters", "cluster")
     cluster_of_user = {}
@@ -172,9 +188,15 @@ def certificates(path: str | Path, *, ca: str | Path = "", warn_days: int = WARN
     return pd.DataFrame(rows, columns=columns).astype(object).fillna("")
 
 
-def cluster_cas(path: str | Path) -> pd.DataFrame:
+def needing_attention(certs: pd.DataFrame) -> pd.DataFrame:
+    """The rows of :func:`certificates` whose status is not ``ok``: expiring, expired, not signed by the CA,
+    or no certificate to check."""
+    return certs[certs["status"] != "ok"].reset_index(drop=True)
+
+
+def cluster_cas(source) -> pd.DataFrame:
     """Each cluster's CA certificate (what the client trusts the apiserver with): subject and validity."""
-    path = Path(path).expanduser()
+    path = kubeconfig_file(source)
     config = kcfg.load(path)
     rows = []
     for name, cluster in _by_name(config, "clusters", "cluster").items():
@@ -190,25 +212,35 @@ def cluster_cas(path: str | Path) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["cluster", "server", "CA", "source", "not after", "days left"]).astype(object).fillna("")
 
 
-def kubeconfig_path(kubeconfig: str | Path = "") -> Path:
-    """The kubeconfig a runbook uses: the given path, else $KUBECONFIG's first file, else ~/.kube/config."""
-    import os
-    if kubeconfig:
-        return Path(kubeconfig).expanduser()
-    env = os.environ.get("KUBECONFIG", "")
-    return Path(env.split(os.pathsep)[0]).expanduser() if env else Path.home() / ".kube" / "config"
+def system_masters(source) -> pd.DataFrame:
+    """Client certificates in the kubeconfig whose groups include ``system:masters``: admins no RBAC
+    change can demote. A target that authenticates in a Pod (a ServiceAccount token) has none."""
+    columns = ["user entry", "user (CN)", "groups (O)", "not after", "days left"]
+    if not isinstance(source, (str, os.PathLike)) and getattr(source, "kubeconfig", None) is None:
+        return named(pd.DataFrame(columns=columns), "system-masters-certificates", key=["user entry"],
+                     volatile=["days left"])
+    certs = certificates(source)
+    groups = certs["groups (O)"].astype(str).str.split(", ")
+    masters = certs[groups.map(lambda g: MASTERS in g)][columns].reset_index(drop=True)
+    return named(masters, "system-masters-certificates", key=["user entry"], volatile=["days left"])
 
 
-def cluster_of(kubeconfig: str | Path = "", context: str = "") -> dict:
-    """The cluster a context points at: its name, server and CA certificate (PEM), for new kubeconfigs."""
-    path = kubeconfig_path(kubeconfig)
+def cluster_of(target) -> dict:
+    """The cluster ``target`` (a :class:`kubebook.connect.Target`) talks to: its name, server and CA
+    certificate (PEM), for a new kubeconfig that reaches the same apiserver and trusts the same CA."""
+    if getattr(target, "kubeconfig", None) is None:  # in a Pod: the ServiceAccount's CA
+        if not IN_CLUSTER_CA.is_file():
+            raise KubebookError(f"in-cluster, but {IN_CLUSTER_CA} is missing: no CA to embed")
+        return {"name": "in-cluster", "server": target.api.configuration.host, "ca_pem": IN_CLUSTER_CA.read_bytes()}
+    path = kubeconfig_file(target)
     config = kcfg.load(path)
-    name = context or config.get("current-context", "")
+    name = target.context or config.get("current-context", "")
     ctx = next((c.get("context") or {} for c in config.get("contexts") or [] if c["name"] == name), None)
     if ctx is None:
         raise KubebookError(f"{path}: no context {name!r}")
     cluster = _by_name(config, "clusters", "cluster").get(ctx.get("cluster"), {})
     ca_pem, _ = _data_or_file(cluster, "certificate-authority", path.parent)
     if ca_pem is None:
-        raise KubebookError(f"{path}: cluster {ctx.get('cluster')!r} has no certificate-authority to embed")
+        raise KubebookError(f"{path}: cluster {ctx.get('cluster')!r} has no certificate-authority to embed "
+                            f"(a kubeconfig that skips TLS verification is not copied)")
     return {"name": ctx.get("cluster", ""), "server": cluster.get("server", ""), "ca_pem": ca_pem}

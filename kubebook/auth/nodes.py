@@ -22,6 +22,7 @@ from .subjects import Subject
 NODE_PREFIX = "system:node:"
 NODES_GROUP = "system:nodes"
 KUBELET_CLIENT = Path("/var/lib/kubelet/pki/kubelet-client-current.pem")
+KUBEADM_CA = "/etc/kubernetes/pki/ca.crt"
 
 
 def read_certificate(path: str | Path) -> x509.Certificate:
@@ -52,7 +53,7 @@ def node_subject(cert: x509.Certificate) -> Subject:
     return Subject("User", user, member_of=tuple(groups))
 
 
-def node_checks(api: client.ApiClient, node: str, *, other_node: str, namespace: str = "default") -> pd.DataFrame:
+def node_checks(api: client.ApiClient, node: str, *, other_node: str, namespace: str = "kubebook-auth") -> pd.DataFrame:
     """Requests a kubelet makes (and some it must not), asked as ``system:node:<node>`` in ``system:nodes``.
 
     Allowed own-node requests are the Node authorizer's; the same request for ``other_node``
@@ -89,18 +90,19 @@ def node_checks(api: client.ApiClient, node: str, *, other_node: str, namespace:
                                        "allowed", "decided by", "reason", "admission"])
 
 
-def certificate_and_ca(*, cert: str = str(KUBELET_CLIENT), ca: str = "/etc/kubernetes/pki/ca.crt", lab: str = "",
+def certificate_and_ca(target, *, cert: str | Path = str(KUBELET_CLIENT), ca: str | Path = KUBEADM_CA,
                        node: str = "") -> tuple[x509.Certificate, x509.Certificate | None]:
     """The node certificate to explain and the CA to check it with.
 
-    On a kubeadm node: the kubelet's own file and the cluster CA. On a kubebook ``lab`` (whose
-    kubelets are simulated and have no certificate): one issued for ``node`` by the lab's CA.
+    On a kubeadm node: the kubelet's own file and the cluster CA (None when that file is absent). On a
+    kubebook lab (``target.lab``: its kubelets are simulated and hold no certificate): one issued for
+    ``node`` by the lab's CA.
     """
-    if lab:
-        from ..lab import get
-        found = get(lab)
-        return lab_node_certificate(found, node), x509.load_pem_x509_certificate(found.pki.ca_crt.read_bytes())
-    ca_cert = x509.load_pem_x509_certificate(Path(ca).read_bytes()) if ca and Path(ca).is_file() else None
+    lab = getattr(target, "lab", None)
+    if lab is not None:
+        return lab_node_certificate(lab, node), x509.load_pem_x509_certificate(lab.pki.ca_crt.read_bytes())
+    ca_path = Path(ca).expanduser() if ca else None
+    ca_cert = x509.load_pem_x509_certificate(ca_path.read_bytes()) if ca_path and ca_path.is_file() else None
     return read_certificate(cert), ca_cert
 
 

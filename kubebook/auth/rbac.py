@@ -1,8 +1,11 @@
-"""RBAC objects from parameters, applied idempotently, and read back as tables.
+"""RBAC objects from parameters, applied as plan steps, and read back as tables.
 
-Builders return plain dicts (the YAML the course writes by hand); :func:`apply` creates an
-object, leaves it alone when it is already right, updates rules or subjects that drifted,
-and refuses to change a binding's ``roleRef`` (the API forbids it: delete and re-create).
+Builders return plain dicts (the YAML the course writes by hand). :func:`apply` makes one a
+step of a :class:`kubebook.plan.Plan`: created (deleted at clean-up), kept when already right,
+or, when an object of that name exists with other rules or subjects, backed up, replaced and put
+back at clean-up. A binding's ``roleRef`` cannot change in place (the API forbids it): that is
+refused in the dry run already, never forced. Before it changes anything a step asks whether the
+run's own credential may, and says plainly what RBAC refuses (:func:`kubebook.auth.access.require`).
 
 Reverse lookups read every binding once and say which one grants what to whom:
 :func:`bindings_for` ("what can this subject do, and through which binding") and
@@ -16,14 +19,23 @@ from kubernetes.client.exceptions import ApiException
 
 from ..connect import create_or_keep
 from ..errors import KubebookError
-from .access import Resource, can
+from ..objects import Ref, objects as objects_of
+from ..plan import Plan
+from ..show import named
+from .access import Resource, can, require
 from .subjects import MASTERS, RBAC_GROUP, Subject, parse_all
 
 API_VERSION = f"{RBAC_GROUP}/v1"
+PLURAL = {"Role": "roles", "ClusterRole": "clusterroles", "RoleBinding": "rolebindings",
+          "ClusterRoleBinding": "clusterrolebindings"}
 
 
 class RoleRefDrift(KubebookError):
     """A binding exists with another roleRef, which cannot be changed in place."""
+
+
+class ObjectDrift(KubebookError):
+    """An object exists with other rules or subjects, and no plan step may back it up and replace it."""
 
 
 # ---- builders --------------------------------------------------------------------------------
@@ -64,7 +76,14 @@ def namespace_admin(subject, *, namespace: str, name: str) -> list[dict]:
             role_binding(name, namespace=namespace, role=name, subjects=[subject])]
 
 
-def course_examples(*, namespace: str, user: str, group: str) -> list[dict]:
+def pod_admin(subject, *, namespace: str, name: str) -> list[dict]:
+    """The course's ``pods-reader-writer``: a Role with every verb on Pods in ``namespace``, bound to ``subject``."""
+    return [role(name, namespace=namespace, rules=[rule(["*"], ["pods"])]),
+            role_binding(name, namespace=namespace, role=name, subjects=[subject])]
+
+
+def course_examples(*, namespace: str, user: str, group: str, cluster_role_name: str = "secret-reader",
+                    cluster_binding_name: str = "read-secrets-global") -> list[dict]:
     """The course's four RBAC kinds, with its names:
 
     - Role ``pod-reader`` (get/watch/list pods in ``namespace``), bound to ``user`` by RoleBinding ``read-pods``;
@@ -75,65 +94,128 @@ def course_examples(*, namespace: str, user: str, group: str) -> list[dict]:
     read = ["get", "watch", "list"]
     who, members = f"User:{user}", f"Group:{group}"
     return [role("pod-reader", namespace=namespace, rules=[rule(read, ["pods"])]),
-            cluster_role("secret-reader", rules=[rule(read, ["secrets"])]),
+            cluster_role(cluster_role_name, rules=[rule(read, ["secrets"])]),
             role_binding("read-pods", namespace=namespace, role="pod-reader", subjects=[who]),
-            role_binding("read-secrets", namespace=namespace, role="secret-reader", role_kind="ClusterRole",
+            role_binding("read-secrets", namespace=namespace, role=cluster_role_name, role_kind="ClusterRole",
                          subjects=[who]),
-            cluster_role_binding("read-secrets-global", cluster_role="secret-reader", subjects=[members])]
+            cluster_role_binding(cluster_binding_name, cluster_role=cluster_role_name, subjects=[members])]
+
+
+def scopes(objects: list[dict]) -> list[str]:
+    """What a plan must be confirmed for to apply ``objects``: their namespaces, and each cluster-scoped
+    object by kind/name (a ClusterRoleBinding reaches every namespace, so a namespace never covers it)."""
+    return list(dict.fromkeys(Ref.of(o).scope for o in objects))
 
 
 # ---- applying --------------------------------------------------------------------------------
-_METHODS = {  # kind -> (create, read, replace, delete), namespaced or not
-    "Role": ("create_namespaced_role", "read_namespaced_role", "replace_namespaced_role", "delete_namespaced_role"),
-    "ClusterRole": ("create_cluster_role", "read_cluster_role", "replace_cluster_role", "delete_cluster_role"),
-    "RoleBinding": ("create_namespaced_role_binding", "read_namespaced_role_binding",
-                    "replace_namespaced_role_binding", "delete_namespaced_role_binding"),
-    "ClusterRoleBinding": ("create_cluster_role_binding", "read_cluster_role_binding",
-                           "replace_cluster_role_binding", "delete_cluster_role_binding"),
-}
-
-
-def _call(api, obj: dict, index: int, *args):
-    method = getattr(client.RbacAuthorizationV1Api(api), _METHODS[obj["kind"]][index])
-    namespace = obj["metadata"].get("namespace")
-    name_args = (obj["metadata"]["name"],) if index else ()
-    return method(*name_args, *((namespace,) if namespace else ()), *args)
+def _field(obj: dict) -> str:
+    return "rules" if "rules" in obj else "subjects"
 
 
 def _normalised(items) -> list[dict]:
     return [{k: v for k, v in sorted(i.items()) if v not in (None, [], "")} for i in (items or [])]
 
 
-def apply(api: client.ApiClient, obj: dict) -> str:
-    """Create ``obj``, or bring an existing one to it. Returns "created", "unchanged" or "updated"."""
-    try:
-        _call(api, obj, 0, obj)
-        return "created"
-    except ApiException as exc:
-        if exc.status != 409:
-            raise
-    current = api.sanitize_for_serialization(_call(api, obj, 1))
-    if "roleRef" in obj and current["roleRef"] != obj["roleRef"]:
-        raise RoleRefDrift(f"{obj['kind']} {obj['metadata']['name']} refers to {current['roleRef']['kind']} "
-                           f"{current['roleRef']['name']}, not {obj['roleRef']['name']}: roleRef cannot change; "
-                           f"delete the binding first")
-    field = "rules" if "rules" in obj else "subjects"
-    if _normalised(current.get(field)) == _normalised(obj.get(field)):
-        return "unchanged"
-    current[field] = obj[field]
-    _call(api, obj, 2, current)
-    return "updated"
+def _same(current: dict, obj: dict) -> bool:
+    return _normalised(current.get(_field(obj))) == _normalised(obj.get(_field(obj)))
+
+
+def _check_role_ref(current: dict | None, obj: dict) -> None:
+    if current is not None and "roleRef" in obj and current.get("roleRef") != obj["roleRef"]:
+        ref = current["roleRef"]
+        raise RoleRefDrift(f"{obj['kind']} {obj['metadata']['name']} exists and refers to {ref['kind']} {ref['name']}, "
+                           f"not {obj['roleRef']['kind']} {obj['roleRef']['name']}: a roleRef cannot change, so it "
+                           f"is left alone; choose another binding name, or delete that binding first")
+
+
+def _need(verb: str, obj: dict) -> tuple[str, str, str, str]:
+    namespace = obj["metadata"].get("namespace", "") if obj["kind"] in ("Role", "RoleBinding") else ""
+    return verb, f"{PLURAL[obj['kind']]}.{RBAC_GROUP}", namespace, "" if verb == "create" else obj["metadata"]["name"]
+
+
+def apply(plan: Plan, obj: dict) -> str | None:
+    """Make ``obj`` exist as given, as a step of ``plan``: created (deleted at clean-up); kept when one of
+    that name is already right; else backed up, replaced, and restored at clean-up."""
+    return apply_objects(plan, [obj])[0]
+
+
+def apply_objects(plan: Plan, objects: list[dict]) -> list[str | None]:
+    """:func:`apply` for each object, after one check that the run's credential may write them all."""
+    if require(plan, "rbac", [_need("get", o) for o in objects]):
+        return [None] * len(objects)  # a dry run: the table says where the run would stop
+    current = [objects_of(plan.api).get(Ref.of(o)) for o in objects]
+    for now, obj in zip(current, objects):
+        _check_role_ref(now, obj)
+    changing = [(now, obj) for now, obj in zip(current, objects) if now is None or not _same(now, obj)]
+    if require(plan, "rbac", [_need("create" if now is None else "update", obj) for now, obj in changing]):
+        return [None] * len(objects)
+    results = []
+    for now, obj in zip(current, objects):
+        kind, name = obj["kind"], obj["metadata"]["name"]
+        step, command = f"{kind.lower()}-{name}", f"kubectl apply -f {kind.lower()}-{name}.yaml"
+        if now is None:
+            results.append(plan.create(obj, step=step, command=command))
+        elif _same(now, obj):  # no write at all: a create would need the right to create, even to be told 409
+            results.append(plan.step(step, f"keep {Ref.of(obj)}: it already grants {describe(obj)}",
+                                     lambda: "kept", command=command, touches=[Ref.of(obj)]))
+        else:
+            results.append(plan.apply(obj, step=step, command=command,
+                                      description=f"back up {Ref.of(obj)} and replace its {_field(obj)} with "
+                                                  f"{describe(obj)} (restored at clean-up)"))
+    return results
+
+
+def create_namespace(plan: Plan, name: str) -> str | None:
+    """A namespace for the run's objects: created if missing (deleted at clean-up), used as it is otherwise."""
+    ref = Ref("Namespace", name)
+    if require(plan, f"namespace-{name}", [("get", "namespaces", "", name)]):
+        return None
+    if objects_of(plan.api).get(ref) is not None:  # not even a create call: a namespace admin may not create one
+        return plan.step(f"namespace-{name}", f"use namespace {name} (it exists: kept as it is)", lambda: "exists",
+                         touches=[ref])
+    if require(plan, f"namespace-{name}", [("create", "namespaces", "", "")]):
+        return None
+    return plan.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}},
+                       step=f"namespace-{name}", command=f"kubectl create namespace {name}")
+
+
+# Library use without a plan (callers that have none yet, tests). Never edits an object in place.
+def _call(api, obj: dict, index: int, *args):
+    methods = {"Role": ("create_namespaced_role", "delete_namespaced_role"),
+               "ClusterRole": ("create_cluster_role", "delete_cluster_role"),
+               "RoleBinding": ("create_namespaced_role_binding", "delete_namespaced_role_binding"),
+               "ClusterRoleBinding": ("create_cluster_role_binding", "delete_cluster_role_binding")}
+    method = getattr(client.RbacAuthorizationV1Api(api), methods[obj["kind"]][index])
+    namespace = obj["metadata"].get("namespace")
+    name_args = (obj["metadata"]["name"],) if index else ()
+    return method(*name_args, *((namespace,) if namespace else ()), *args)
 
 
 def apply_all(api: client.ApiClient, objects: list[dict]) -> str:
-    """Apply each object; a one-line summary such as ``Role/pod-reader created, ...``."""
-    return ", ".join(f"{o['kind']}/{o['metadata']['name']} {apply(api, o)}" for o in objects)
+    """Create each object, or keep one that is already right; one that exists otherwise is refused
+    (:class:`ObjectDrift`), never edited in place. A one-line summary (``Role/pod-reader created, ...``)."""
+    results = []
+    for obj in objects:
+        try:
+            _call(api, obj, 0, obj)
+            results.append(f"{obj['kind']}/{obj['metadata']['name']} created")
+            continue
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+        current = objects_of(api).get(Ref.of(obj))
+        _check_role_ref(current, obj)
+        if current is not None and not _same(current, obj):
+            raise ObjectDrift(f"{obj['kind']} {obj['metadata']['name']} exists with other {_field(obj)}; it was "
+                              f"not changed (apply it as a plan step to back it up and replace it)")
+        results.append(f"{obj['kind']}/{obj['metadata']['name']} unchanged")
+    return ", ".join(results)
 
 
 def delete(api: client.ApiClient, obj: dict) -> bool:
-    """Delete ``obj`` if it exists (for tests and clean-up). True if it was there."""
+    """Delete ``obj`` if it exists (tests, and callers removing what they made). True if it was there."""
     try:
-        _call(api, obj, 3)
+        _call(api, obj, 1)
         return True
     except ApiException as exc:
         if exc.status == 404:
@@ -145,17 +227,19 @@ def ensure_namespace(api: client.ApiClient, name: str) -> str:
     return create_or_keep(client.CoreV1Api(api).create_namespace, {"metadata": {"name": name}})
 
 
+def describe(obj: dict) -> str:
+    """What a role or binding grants, in one line: its rules, or its roleRef → subjects."""
+    if "rules" in obj:
+        return "; ".join(_rule_text(r) for r in obj["rules"]) or "no rules"
+    namespace = obj["metadata"].get("namespace", "")
+    return f"{obj['roleRef']['kind']}/{obj['roleRef']['name']} → " + \
+        ", ".join(str(Subject.from_rbac(s, binding_namespace=namespace)) for s in obj.get("subjects") or [])
+
+
 def show(objects: list[dict]) -> pd.DataFrame:
     """Objects as a table: kind, namespace, name, rules or roleRef + subjects (what `kubectl describe` shows)."""
-    rows = []
-    for o in objects:
-        meta = o["metadata"]
-        if "rules" in o:
-            what = "; ".join(_rule_text(r) for r in o["rules"])
-        else:
-            what = f"{o['roleRef']['kind']}/{o['roleRef']['name']} → " + \
-                ", ".join(str(Subject.from_rbac(s, binding_namespace=meta.get("namespace", ""))) for s in o["subjects"])
-        rows.append({"kind": o["kind"], "namespace": meta.get("namespace", ""), "name": meta["name"], "grants": what})
+    rows = [{"kind": o["kind"], "namespace": o["metadata"].get("namespace", ""), "name": o["metadata"]["name"],
+             "grants": describe(o)} for o in objects]
     return pd.DataFrame(rows, columns=["kind", "namespace", "name", "grants"])
 
 
@@ -258,7 +342,7 @@ def bindings_for(api: client.ApiClient, subject: "str | Subject", *, all_binding
                                        "resource names", "verbs"])
 
 
-def who_can(api: client.ApiClient, verb: str, resource: str, *, namespace: str = "",
+def who_can(api: client.ApiClient, verb: str, resource: str, *, namespace: str = "", all_namespaces: bool = False,
             all_bindings: pd.DataFrame | None = None, workers: int = 8) -> pd.DataFrame:
     """Every subject named in a binding, plus ``Group:system:masters``, that may VERB RESOURCE.
 
@@ -267,6 +351,7 @@ def who_can(api: client.ApiClient, verb: str, resource: str, *, namespace: str =
     A grant to ``Group:system:authenticated`` reaches every signed-in user.
     """
     from concurrent.futures import ThreadPoolExecutor
+    namespace = "" if all_namespaces else namespace
     table = bindings(api) if all_bindings is None else all_bindings
     candidates = sorted({Subject.parse(s) for s in table["subject"]} | {Subject("Group", MASTERS)})
     ask = lambda s: can(api, s, verb, Resource.parse(resource), namespace=namespace, authenticated=False)
@@ -293,6 +378,12 @@ def admins_from(table: pd.DataFrame, all_roles: dict[str, list[dict]]) -> pd.Dat
     return pd.DataFrame(rows, columns=["subject", "binding", "role", "scope"])
 
 
+def admins_by_scope(admins: pd.DataFrame) -> pd.DataFrame:
+    """How many subjects and bindings are admin, per scope (cluster, or each namespace)."""
+    counts = admins.groupby("scope").agg(subjects=("subject", "nunique"), bindings=("binding", "nunique"))
+    return named(counts.reset_index(), "admins-by-scope", key=["scope"])
+
+
 def cluster_admins(api: client.ApiClient, *, confirm_with_review: bool = True) -> pd.DataFrame:
     """Every subject that is cluster-admin or equivalent, and through which binding.
 
@@ -307,4 +398,4 @@ def cluster_admins(api: client.ApiClient, *, confirm_with_review: bool = True) -
         out["allowed by apiserver"] = [
             can(api, s, "*", Resource("*", "*"), namespace=scope.removeprefix("namespace ") if scope != "cluster"
                 else "", authenticated=False)["allowed"] for s, scope in zip(out["subject"], out["scope"])]
-    return out
+    return named(out, "cluster-admins", key=["subject", "binding", "scope"])  # `kubebook diff` matches rows by these

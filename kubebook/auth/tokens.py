@@ -1,9 +1,15 @@
 """ServiceAccount tokens from the TokenRequest API, used without ever being shown.
 
-A :class:`Token` keeps the JWT private: its ``repr`` and every table show the claims
-(subject, audiences, expiry, bound object) and the token's length only. ``token.api_client()``
-is an ApiClient that sends it as ``Authorization: Bearer`` to the same server and CA as the
-client that requested it, as the course's ``curl -H "Authorization: Bearer ..."`` does.
+    create_service_account(plan, "kubebook-auth", "luffy-pods-admin")   # a step: created, deleted at clean-up
+    token = create_token(plan, "kubebook-auth", "luffy-pods-admin", duration_seconds=600)   # a step too
+    probe(token, ["/api/v1/nodes"])                                     # a request with the token alone
+
+A :class:`Token` keeps the JWT private: its ``repr`` and every table show the claims (subject,
+audiences, expiry, bound object) and the token's length only, and the value is registered with
+:mod:`kubebook.safety`, so it is masked wherever it might still appear. ``token.api_client()`` sends
+it as ``Authorization: Bearer`` to the same server, verifying it with the same CA as the client that
+requested it, as the course's ``curl --cacert ca.crt -H "Authorization: Bearer ..."`` does: a token
+is never sent to a server that was not verified.
 """
 from __future__ import annotations
 
@@ -17,15 +23,27 @@ from kubernetes import client
 
 from ..connect import create_or_keep
 from ..errors import KubebookError
-from ..safety import masked
-from .access import names, request
+from ..objects import Ref
+from ..plan import Plan
+from ..safety import masked, register_secret
+from .access import names, request, require
 
 BOUND_KINDS = ("", "Pod", "Secret", "Node")
 
 
 def ensure_service_account(api: client.ApiClient, namespace: str, name: str) -> str:
+    """Create the ServiceAccount, or keep it (library use without a plan)."""
     return create_or_keep(client.CoreV1Api(api).create_namespaced_service_account, namespace,
                           {"metadata": {"name": name}})
+
+
+def create_service_account(plan: Plan, namespace: str, name: str) -> str | None:
+    """A step of ``plan``: the ServiceAccount created (deleted at clean-up), or kept as it is."""
+    if require(plan, f"serviceaccount-{name}", [("get", "serviceaccounts", namespace, name),
+                                                 ("create", "serviceaccounts", namespace, "")]):
+        return None
+    return plan.create({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name}}, namespace,
+                       step=f"serviceaccount-{name}", command=f"kubectl -n {namespace} create serviceaccount {name}")
 
 
 @dataclass(frozen=True)
@@ -36,7 +54,8 @@ class Token:
     audiences: tuple[str, ...]
     _value: str = field(repr=False)
     _host: str = field(repr=False, default="")
-    _ca: str | None = field(repr=False, default=None)
+    _ca: str | None = field(repr=False, default=None)     # CA file; None: the system's trust store
+    _server_name: str | None = field(repr=False, default=None)
 
     def __repr__(self) -> str:
         return (f"Token(serviceaccount={self.namespace}/{self.service_account}, expires={self.expiration:%Y-%m-%d %H:%M:%S} "
@@ -55,9 +74,8 @@ class Token:
         k8s = c.get("kubernetes.io", {})
         bound = next(((kind, (k8s.get(kind.lower()) or {}).get("name", "")) for kind in ("Pod", "Secret", "Node")
                       if k8s.get(kind.lower())), ("", ""))
-        when = lambda s: dt.datetime.fromtimestamp(s, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S") if s else ""
         rows = {"subject (user name)": c.get("sub", ""), "audiences": ", ".join(c.get("aud", [])),
-                "issuer": c.get("iss", ""), "issued at (UTC)": when(c.get("iat")),
+                "issuer": c.get("iss", ""), "issued at (UTC)": _utc(c.get("iat")),
                 "expires (UTC, from the API)": f"{self.expiration:%Y-%m-%d %H:%M:%S}",
                 "lifetime (s)": (c.get("exp", 0) - c.get("iat", 0)),
                 "bound to": f"{bound[0]}/{bound[1]}" if bound[0] else "(not bound: valid until it expires)",
@@ -65,14 +83,19 @@ class Token:
         return pd.DataFrame({"field": list(rows), "value": list(rows.values())})
 
     def api_client(self) -> client.ApiClient:
-        """An ApiClient authenticating with this token only (no client certificate)."""
+        """An ApiClient authenticating with this token only (no client certificate), verifying the server."""
         config = client.Configuration()
         config.host = self._host
+        config.verify_ssl = True  # never off: the CA of the requesting client, else the system's trust store
         config.ssl_ca_cert = self._ca
-        config.verify_ssl = bool(self._ca)
+        config.tls_server_name = self._server_name
         config.api_key = {"authorization": self._value}
         config.api_key_prefix = {"authorization": "Bearer"}
         return client.ApiClient(config)
+
+
+def _utc(seconds) -> str:
+    return dt.datetime.fromtimestamp(seconds, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S") if seconds else ""
 
 
 def summary(token: Token | None) -> pd.DataFrame:
@@ -94,17 +117,28 @@ def whoami(token: Token | None) -> pd.DataFrame:
     return whoami_with(token.api_client()) if token is not None else pd.DataFrame(columns=["user", "groups"])
 
 
+def _verified_tls(api: client.ApiClient) -> tuple[str | None, str | None]:
+    """The CA file and TLS server name ``api`` verifies the apiserver with; an error if it does not verify."""
+    cfg = api.configuration
+    if not cfg.verify_ssl:
+        raise KubebookError("this kubeconfig turns TLS verification off (insecure-skip-tls-verify): kubebook sends "
+                            "no token to a server it cannot verify; give the cluster's CA (certificate-authority)")
+    return cfg.ssl_ca_cert, getattr(cfg, "tls_server_name", None)
+
+
 def request_token(api: client.ApiClient, namespace: str, service_account: str, *, duration_seconds: int = 3600,
                   audiences=(), bound_kind: str = "", bound_name: str = "") -> Token:
-    """A short-lived token for ``namespace/service_account`` (what `kubectl create token` does).
+    """A short-lived token for ``namespace/service_account`` (what `kubectl create token` does), now.
 
     ``bound_kind``/``bound_name`` (Pod, Secret or Node) tie the token to that object: it stops
     working when the object is deleted. ``audiences`` is a list or a comma-separated string
     (empty: the apiserver's own audience). The expiry is the one the server returns (it may
-    shorten or lengthen the requested duration; the minimum is 10 minutes).
+    shorten or lengthen the requested duration; the minimum is 10 minutes). Runbooks use
+    :func:`create_token`, which makes this a step of their plan.
     """
     if bound_kind not in BOUND_KINDS:
         raise KubebookError(f"bound_kind {bound_kind!r}: use one of Pod, Secret, Node (or empty)")
+    ca, server_name = _verified_tls(api)
     spec: dict = {"expirationSeconds": duration_seconds, "audiences": names(audiences) or None}
     if bound_kind:
         if not bound_name:
@@ -121,7 +155,26 @@ def request_token(api: client.ApiClient, namespace: str, service_account: str, *
     if code != 201:
         raise KubebookError(f"TokenRequest for {namespace}/{service_account} refused ({code}): {body.get('message')}")
     status = body["status"]
+    register_secret(status["token"])  # masked in every output from now on, whatever prints it
     expiration = dt.datetime.fromisoformat(status["expirationTimestamp"].replace("Z", "+00:00"))
     audiences_returned = tuple(body["spec"].get("audiences") or ())
     return Token(namespace, service_account, expiration, audiences_returned, status["token"],
-                 api.configuration.host, api.configuration.ssl_ca_cert)
+                 api.configuration.host, ca, server_name)
+
+
+def create_token(plan: Plan, namespace: str, service_account: str, *, duration_seconds: int = 3600, audiences=(),
+                 bound_kind: str = "", bound_name: str = "") -> Token | None:
+    """A step of ``plan``: request a token (:func:`request_token`). The dry run lists the TokenRequest;
+    acting returns the :class:`Token`, whose value no table or log shows."""
+    audience_list = names(audiences)
+    bound = f", bound to {bound_kind} {bound_name}" if bound_kind else ""
+    flags = "".join(f" --audience={a}" for a in audience_list) + \
+        (f" --bound-object-kind={bound_kind} --bound-object-name={bound_name}" if bound_kind else "")
+    if require(plan, "token", [("create", "serviceaccounts/token", namespace, service_account)]):
+        return None
+    return plan.step("token", f"request a {duration_seconds}s token for ServiceAccount {namespace}/{service_account}"
+                              f"{bound} (TokenRequest; used by the next steps, never shown)",
+                     lambda: request_token(plan.api, namespace, service_account, duration_seconds=duration_seconds,
+                                           audiences=audience_list, bound_kind=bound_kind, bound_name=bound_name),
+                     command=f"kubectl -n {namespace} create token {service_account} --duration={duration_seconds}s"
+                             + flags, touches=[Ref("ServiceAccount", service_account, namespace)])
