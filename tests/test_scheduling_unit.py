@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from kubebook.scheduling import drain, syntax
+from kubebook.errors import KubebookError
+from kubebook.scheduling import diagnose, drain, nodes, pending, syntax
 from kubebook.scheduling.board import node_board
 from kubebook.scheduling.explain import (Snapshot, check_rows, explain, explain_all, fit_nodes, host_ports,
                                          node_term_matches, pod_requests, quantity, requirement_matches,
@@ -342,3 +343,90 @@ def test_node_board_from_a_recorded_snapshot():
     assert board.loc["k8s-slave2", "conditions"].endswith("SchedulingDisabled")
     assert board.loc["k8s-slave1", "cpu requested"] == "1200m / 2 (60%)"
     assert board.loc["k8s-slave1", "pods"] == "2 / 110"
+
+
+# ---- diagnoses: why a wait cannot succeed ----------------------------------------------------------------
+def _budget(*, generation=1, observed=1, allowed=0, healthy=4, expected=4, disrupted=None, **spec):
+    return {"metadata": {"name": "web", "namespace": "demo", "generation": generation},
+            "spec": {"selector": {"matchLabels": {"app": "web"}}, **spec},
+            "status": {"observedGeneration": observed, "disruptionsAllowed": allowed, "currentHealthy": healthy,
+                       "expectedPods": expected, **({"disruptedPods": disrupted} if disrupted else {})}}
+
+
+@pytest.mark.parametrize("budget", [
+    _budget(generation=2, observed=1),                        # its new spec is not computed yet
+    _budget(allowed=1),                                       # it allows an eviction now
+    _budget(minAvailable=4, disrupted={"web-1": "2026-01-01T00:00:00Z"}),  # an eviction is being counted
+], ids=["not-computed", "allows-one", "eviction-in-flight"])
+def test_a_budget_that_waiting_can_change_is_not_diagnosed(budget):
+    assert diagnose.budget_blocks(None, budget) is None
+
+
+def test_a_budget_that_allows_nothing_with_every_pod_healthy_is_blocked_for_good():
+    key, reason = diagnose.budget_blocks(None, _budget(minAvailable=4))
+    assert reason.startswith("PodDisruptionBudget demo/web (minAvailable 4) allows no disruption with all 4")
+    assert "kubectl -n demo edit pdb web" in reason and key == ("all-healthy", "demo/web")
+
+
+def test_the_scheduler_words_for_a_pod_it_cannot_place():
+    stuck = pod("web-2", ns="demo")
+    stuck["status"]["conditions"] = [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                                      "message": "0/3 nodes are available: 3 Insufficient cpu. preemption: 0/3 "
+                                                 "nodes are available: 3 No preemption victims found."}]
+    tried = pod("web-1", ns="demo")
+    tried["status"]["conditions"] = [{"type": "PodScheduled", "status": "False", "reason": "SchedulerError"}]
+    bound = pod("web-0", ns="demo", node_name="n1")
+    assert diagnose.cannot_place([bound, tried]) is None
+    key, reason = diagnose.cannot_place([bound, tried, stuck])
+    assert key == "demo/web-2"
+    assert reason.startswith("the scheduler cannot place Pod demo/web-2: 0/3 nodes are available: 3 Insufficient cpu.")
+    assert "preemption" not in reason
+
+
+def test_steady_passes_a_verdict_on_only_once_it_held():
+    patient, eager = diagnose.Steady(seconds=3600), diagnose.Steady(seconds=0)
+    assert patient(("k", "why")) is None and patient(("k", "why")) is None
+    assert eager(("k", "why")) == "why"
+    assert eager(None) is None and eager(("other", "because")) == "because"
+
+
+def _deployment(generation, observed, conditions=()):
+    return {"metadata": {"name": "web", "namespace": "demo", "generation": generation},
+            "status": {"observedGeneration": observed, "conditions": list(conditions)}}
+
+
+def test_a_controller_that_does_not_act_or_cannot_create_pods_is_named():
+    idle = diagnose.NoController("Deployment", "Deployment controller", seconds=0)
+    assert idle(_deployment(1, 1)) is None
+    assert idle(_deployment(2, 1)) is None  # first sight of the lag starts the clock
+    assert "no Deployment controller has acted on Deployment demo/web" in idle(_deployment(2, 1))
+    refused = diagnose.NoController("Deployment", "Deployment controller")
+    failure = {"type": "ReplicaFailure", "status": "True", "reason": "FailedCreate",
+               "message": 'pods "web-1" is forbidden: exceeded quota: pods'}
+    assert refused(_deployment(1, 1, [failure])) == ("Deployment demo/web cannot create its Pods: FailedCreate: "
+                                                     'pods "web-1" is forbidden: exceeded quota: pods')
+
+
+@pytest.mark.parametrize("timeout", [float("nan"), float("inf"), 0, -5, "120"])
+def test_a_drain_needs_a_positive_finite_timeout(timeout):
+    with pytest.raises(KubebookError, match="positive, finite"):
+        drain._check_timeout(timeout)
+
+
+def test_one_taint_per_node_is_checked_before_any_change():
+    assert nodes.pair(["a", "b"], ["x=1:NoSchedule", "y=2:NoSchedule"]) == {"a": "x=1:NoSchedule", "b": "y=2:NoSchedule"}
+    with pytest.raises(KubebookError, match="2 node\\(s\\) but 1 taint"):
+        nodes.pair(["a", "b"], ["x=1:NoSchedule"])
+    assert [r.scope for r in nodes.refs({"a": 1, "b": 2})] == ["node/a", "node/b"]
+
+
+def test_nothing_to_explain_says_so_in_every_table():
+    why = pending.WhyPending.nothing("demo", "app=web")
+    assert why.table.empty and "node affinity" in why.table.columns
+    said = why.side_by_side().set_index("source")["says"]
+    assert said["kubebook (recomputed filters)"] == "no Pod in namespace demo matching app=web to explain (pass pod=<name>)"
+    assert said["verdicts agree"] == "scheduler has not decided"
+
+
+def test_drain_demo_scope_names_the_namespace_only_when_there_is_a_demo():
+    assert drain.demo_scope("") == [] and drain.demo_scope("kubebook-drain") == ["namespace/kubebook-drain"]

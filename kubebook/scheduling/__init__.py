@@ -7,5 +7,6 @@ One module per concern:
 - :mod:`.drain` — the Eviction API drain that honours PodDisruptionBudgets;
 - :mod:`.explain` — the scheduler's filters recomputed in memory (pure, on API dicts);
 - :mod:`.pending` — that explanation for live Pods, beside the scheduler's own words;
-- :mod:`.board` — nodes × labels, taints, conditions, requests and Pods.
+- :mod:`.board` — nodes × labels, taints, conditions, requests and Pods;
+- :mod:`.diagnose` — why a wait of this topic cannot succeed, in one line, within seconds.
 """

@@ -19,10 +19,12 @@ from __future__ import annotations
 import json
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any, Iterable
 
 import pandas as pd
+
+from ..quantities import format_quantity, quantity  # noqa: F401 (re-exported: callers import them from here)
+from ..selectors import describe_requirement, label_selector_matches, requirement_matches  # noqa: F401
 
 TERMINAL = ("Succeeded", "Failed")
 UNSCHEDULABLE_TAINT = "node.kubernetes.io/unschedulable"
@@ -52,37 +54,6 @@ REASON_EXISTING_ANTI_AFFINITY = "node(s) didn't satisfy existing pods anti-affin
 REASON_TOO_MANY_PODS = "Too many pods"
 REASON_SPREAD = "node(s) didn't match pod topology spread constraints"
 REASON_SPREAD_LABEL = REASON_SPREAD + " (missing required label)"
-
-
-# ---- quantities ---------------------------------------------------------------------------------
-_SUFFIX = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
-           "n": 1e-9, "u": 1e-6, "m": 1e-3, "": 1, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18}
-
-
-@lru_cache(maxsize=4096)
-def quantity(text: str | int | float, resource: str = "") -> int:
-    """A resource quantity as the scheduler counts it: CPU in millicores, everything else in units.
-
-    Rounded up, as ``resource.Quantity.MilliValue()``/``Value()`` do.
-    """
-    if isinstance(text, (int, float)):
-        value = float(text)
-    else:
-        s = str(text).strip()
-        number = s.rstrip("KMGTPEikmun")
-        suffix = s[len(number):]
-        value = float(number) * _SUFFIX[suffix] if suffix in _SUFFIX else float(s)
-    scaled = value * 1000 if resource == "cpu" else value
-    whole = int(scaled)
-    return whole + (1 if scaled > whole + 1e-9 else 0)
-
-
-def format_quantity(amount: int, resource: str) -> str:
-    if resource == "cpu":
-        return f"{amount // 1000}" if amount % 1000 == 0 else f"{amount}m"
-    if resource in ("memory", "ephemeral-storage") and amount >= 2**20:
-        return f"{amount // 2**30}Gi" if amount % 2**30 == 0 else f"{amount / 2**20:.0f}Mi"
-    return str(amount)
 
 
 def pod_requests(pod: dict) -> dict[str, int]:
@@ -134,28 +105,6 @@ def _ports_conflict(a: tuple[str, str, int], b: tuple[str, str, int]) -> bool:
 
 
 # ---- selectors ------------------------------------------------------------------------------------
-def requirement_matches(req: dict, labels: dict[str, str]) -> bool:
-    """One NodeSelectorRequirement (In, NotIn, Exists, DoesNotExist, Gt, Lt) against labels."""
-    op, key, values = req.get("operator"), req.get("key"), req.get("values") or []
-    present = key in labels
-    if op == "In":
-        return present and labels[key] in values
-    if op == "NotIn":
-        return not present or labels[key] not in values
-    if op == "Exists":
-        return present
-    if op == "DoesNotExist":
-        return not present
-    if op in ("Gt", "Lt"):
-        # both sides must be integers; a label that is not one never matches
-        try:
-            have, want = int(labels[key]), int(values[0])
-        except (KeyError, IndexError, ValueError):
-            return False
-        return have > want if op == "Gt" else have < want
-    return False
-
-
 def node_term_matches(term: dict, node: dict) -> bool:
     """A nodeSelectorTerm: every expression and field requirement holds (an empty term matches nothing)."""
     exprs, fields = term.get("matchExpressions") or [], term.get("matchFields") or []
@@ -165,25 +114,6 @@ def node_term_matches(term: dict, node: dict) -> bool:
     field_values = {"metadata.name": node["metadata"]["name"]}
     return all(requirement_matches(r, labels) for r in exprs) and \
         all(requirement_matches(r, field_values) for r in fields)
-
-
-def label_selector_matches(selector: dict | None, labels: dict[str, str]) -> bool:
-    """A metav1.LabelSelector: None selects nothing, {} selects everything."""
-    if selector is None:
-        return False
-    for k, v in (selector.get("matchLabels") or {}).items():
-        if labels.get(k) != v:
-            return False
-    return all(requirement_matches(r, labels) for r in selector.get("matchExpressions") or [])
-
-
-def describe_requirement(req: dict) -> str:
-    op, key, values = req.get("operator"), req.get("key"), req.get("values") or []
-    if op in ("Exists", "DoesNotExist"):
-        return f"{key} {op}"
-    if op in ("Gt", "Lt"):
-        return f"{key} {op} {values[0] if values else '?'}"
-    return f"{key} {op} ({','.join(values)})"
 
 
 # ---- taints and tolerations ----------------------------------------------------------------------

@@ -1,47 +1,36 @@
 """Nodes as the scheduler sees them: labels, taints, cordon. Verbs read like kubectl.
 
-    label(api, "k8s-master", "disktype=ssd")          # kubectl label node k8s-master disktype=ssd --overwrite
-    label(api, "k8s-master", "disktype-")             # kubectl label node k8s-master disktype-
-    taint(api, "k8s-slave1", "smoke=true:NoSchedule") # kubectl taint node k8s-slave1 smoke=true:NoSchedule
-    untaint(api, "k8s-slave1", "smoke:NoSchedule-")   # one effect;  "smoke-" removes every effect
-    cordon(api, "k8s-slave2"); uncordon(api, "k8s-slave2")
+    label(plan, "k8s-master", "disktype=ssd")          # kubectl label node k8s-master disktype=ssd --overwrite
+    label(plan, "k8s-master", "disktype-")             # kubectl label node k8s-master disktype-
+    taint(plan, "k8s-slave1", "smoke=true:NoSchedule") # kubectl taint node k8s-slave1 smoke=true:NoSchedule
+    untaint(plan, "k8s-slave1", "smoke:NoSchedule-")   # one effect;  "smoke-" removes every effect
+    cordon(plan, "k8s-slave2"); uncordon(plan, "k8s-slave2")
 
-Every verb is idempotent (setting what is already set changes nothing) and, given ``plan=``,
-becomes a step of a :class:`kubebook.plan.Plan`: described in a dry run, done when confirmed.
+A verb that changes a node is a step of a :class:`kubebook.plan.Plan`: described in a dry run,
+done when confirmed, refused for a node the plan's confirmation does not name. Each is
+idempotent (setting what is already set changes nothing); the node is backed up before its
+first change and put back by ``plan.cleanup()`` unless the verb was told ``restore=False``.
+Reads take an ApiClient.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Iterable
 
 import pandas as pd
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from ..errors import KubebookError
-from ..plan import Plan, perform
+from ..objects import Ref
+from ..ownership import CONTROLLER_TAINTS
+from ..plan import Plan
+from ..waits import wait_for
+from .diagnose import NoScheduler, Steady, cannot_place, guarded
 from .explain import describe_taint, label_selector_matches
 from .syntax import parse_label_selector, parse_labels, parse_taint, parse_taint_removal
 
 ROLE_PREFIX = "node-role.kubernetes.io/"
 UNSCHEDULABLE_TAINT = "node.kubernetes.io/unschedulable"
-# Taints under this prefix (not-ready, unreachable, unschedulable, *-pressure) belong to the node
-# lifecycle controller, which adds and removes them as conditions change: never recorded or restored.
-CONTROLLER_TAINTS = "node.kubernetes.io/"
-
-
-def _create_or_replace(read: Callable, create: Callable, replace: Callable, name: str, namespace: str,
-                       body: dict) -> str:
-    """Create ``body``, or replace the existing object with it (same result on every run)."""
-    try:
-        current = read(name, namespace)
-    except ApiException as exc:
-        if exc.status != 404:
-            raise
-        create(namespace, body)
-        return "created"
-    replace(name, namespace, {**body, "metadata": {**body["metadata"],
-                                                   "resourceVersion": current.metadata.resource_version}})
-    return "replaced"
 
 
 def get_node(api, name: str) -> dict:
@@ -104,47 +93,35 @@ def nodes_matching(api, selector: str) -> list[str]:
             if label_selector_matches(parsed, n["metadata"].get("labels") or {})]
 
 
-def label(api, node: str, labels: str | list[str] | dict, *, plan: Plan | None = None) -> dict | None:
-    """Set (``key=value``) or remove (``key-``) labels on ``node``; returns the labels changed."""
+def label(plan: Plan, node: str, labels: str | list[str] | dict, *, restore: bool = True) -> str | None:
+    """Set (``key=value``) or remove (``key-``) labels on ``node``, as a step of ``plan``.
+
+    The node is backed up before its first change; ``restore=False`` keeps the labels after the
+    run's clean-up (an operation, not a demo)."""
     wanted = parse_labels(labels)
     text = " ".join(f"{k}-" if v is None else f"{k}={v}" for k, v in wanted.items())
 
-    def act():
-        current = get_node(api, node)["metadata"].get("labels") or {}
-        change = {k: v for k, v in wanted.items()
-                  if (v is None and k in current) or (v is not None and current.get(k) != v)}
-        if change:  # a merge patch: None deletes the key, so nothing else on the node is touched
-            client.CoreV1Api(api).patch_node(node, {"metadata": {"labels": change}})
-        return ", ".join(f"{k}-" if v is None else f"{k}={v}" for k, v in change.items()) or "unchanged"
+    def edit(current: dict) -> dict | None:
+        now = current["metadata"].get("labels") or {}
+        change = {k: v for k, v in wanted.items() if (v is None and k in now) or (v is not None and now.get(k) != v)}
+        return {"metadata": {"labels": change}} if change else None  # a merge patch: None deletes a key
 
-    return perform(plan, f"label-{node}", f"label node {node}: {text}", act,
-                 f"kubectl label node {node} {text} --overwrite")
+    return plan.modify(Ref("Node", node), edit, step=f"label-{node}", description=f"label node {node}: {text}",
+                       command=f"kubectl label node {node} {text} --overwrite", restore=restore)
 
 
-def _replace_taints(api, node: str, edit: Callable[[list[dict]], list[dict]]) -> tuple[list[dict], list[dict]]:
-    """Apply ``edit`` to the node's taints with optimistic concurrency (retry when someone else wrote)."""
-    core = client.CoreV1Api(api)
-    for _ in range(5):
-        current = get_node(api, node)
-        before = (current.get("spec") or {}).get("taints") or []
-        after = edit([dict(t) for t in before])
-        if after == before:
-            return before, after
-        try:
-            # resourceVersion in the patch makes it conditional: a concurrent write gives 409, and we re-read
-            core.patch_node(node, {"metadata": {"resourceVersion": current["metadata"]["resourceVersion"]},
-                                   "spec": {"taints": after or None}})
-            return before, after
-        except ApiException as exc:
-            if exc.status != 409:
-                raise
-    raise KubebookError(f"node {node}: taints kept changing under us; try again")
+def _taints_patch(current: dict, edit: Callable[[list[dict]], list[dict]]) -> dict | None:
+    before = (current.get("spec") or {}).get("taints") or []
+    after = edit([dict(t) for t in before])
+    return None if after == before else {"spec": {"taints": after or None}}
 
 
-def taint(api, node: str, specs: str | dict | list, *, plan: Plan | None = None) -> str | None:
+def taint(plan: Plan, node: str, specs: str | dict | list, *, restore: bool = True) -> str | None:
     """Add taints (``key=value:Effect`` or Taint objects); one with the same key and effect gets the new value."""
     taints = [parse_taint(s) for s in (specs if isinstance(specs, list) else [specs])]
     text = " ".join(describe_taint(t) for t in taints)
+    if not taints:
+        return plan.step(f"taint-{node}", f"add no taint to node {node} (none given)")
 
     def edit(current: list[dict]) -> list[dict]:
         for new in taints:
@@ -155,15 +132,12 @@ def taint(api, node: str, specs: str | dict | list, *, plan: Plan | None = None)
             current.append(new)
         return current
 
-    def act():
-        before, after = _replace_taints(api, node, edit)
-        return "unchanged" if before == after else "taints now: " + ", ".join(describe_taint(t) for t in after)
-
-    return perform(plan, f"taint-{node}", f"taint node {node} with {text}", act,
-                 f"kubectl taint node {node} {text} --overwrite")
+    return plan.modify(Ref("Node", node), lambda n: _taints_patch(n, edit), step=f"taint-{node}",
+                       description=f"taint node {node} with {text}",
+                       command=f"kubectl taint node {node} {text} --overwrite", restore=restore)
 
 
-def untaint(api, node: str, specs: str | list[str], *, plan: Plan | None = None) -> str | None:
+def untaint(plan: Plan, node: str, specs: str | list[str], *, restore: bool = True) -> str | None:
     """Remove taints: ``key:Effect-`` removes that effect, ``key-`` every taint with the key."""
     removals = [parse_taint_removal(s) for s in ([specs] if isinstance(specs, str) else specs)]
     text = " ".join(f"{k}:{e}-" if e else f"{k}-" for k, e in removals)
@@ -172,32 +146,26 @@ def untaint(api, node: str, specs: str | list[str], *, plan: Plan | None = None)
         return [t for t in current if not any(t["key"] == k and (e is None or t["effect"] == e)
                                               for k, e in removals)]
 
-    def act():
-        before, after = _replace_taints(api, node, edit)
-        gone = [describe_taint(t) for t in before if t not in after]
-        return "removed " + ", ".join(gone) if gone else "unchanged (no such taint)"
-
-    return perform(plan, f"untaint-{node}", f"remove taint(s) {text} from node {node}", act,
-                 f"kubectl taint node {node} {text}")
+    return plan.modify(Ref("Node", node), lambda n: _taints_patch(n, edit), step=f"untaint-{node}",
+                       description=f"remove taint(s) {text} from node {node}", command=f"kubectl taint node {node} {text}",
+                       restore=restore)
 
 
-def _set_unschedulable(api, node: str, value: bool) -> str:
-    current = bool((get_node(api, node).get("spec") or {}).get("unschedulable"))
-    if current == value:
-        return "unchanged"
-    client.CoreV1Api(api).patch_node(node, {"spec": {"unschedulable": value or None}})
-    return "cordoned" if value else "uncordoned"
+def _cordon_patch(value: bool) -> Callable[[dict], dict | None]:
+    return lambda n: None if bool((n.get("spec") or {}).get("unschedulable")) == value else \
+        {"spec": {"unschedulable": value or None}}
 
 
-def cordon(api, node: str, *, plan: Plan | None = None) -> str | None:
+def cordon(plan: Plan, node: str, *, restore: bool = True) -> str | None:
     """Mark ``node`` unschedulable: Pods already there keep running, new ones go elsewhere."""
-    return perform(plan, f"cordon-{node}", f"cordon node {node} (SchedulingDisabled)",
-                 lambda: _set_unschedulable(api, node, True), f"kubectl cordon {node}")
+    return plan.modify(Ref("Node", node), _cordon_patch(True), step=f"cordon-{node}",
+                       description=f"cordon node {node} (SchedulingDisabled)", command=f"kubectl cordon {node}",
+                       restore=restore)
 
 
-def uncordon(api, node: str, *, plan: Plan | None = None) -> str | None:
-    return perform(plan, f"uncordon-{node}", f"uncordon node {node}",
-                 lambda: _set_unschedulable(api, node, False), f"kubectl uncordon {node}")
+def uncordon(plan: Plan, node: str, *, restore: bool = True) -> str | None:
+    return plan.modify(Ref("Node", node), _cordon_patch(False), step=f"uncordon-{node}",
+                       description=f"uncordon node {node}", command=f"kubectl uncordon {node}", restore=restore)
 
 
 def taint_table(api) -> pd.DataFrame:
@@ -221,10 +189,8 @@ _EFFECT_MEANING = {
 
 
 def node_state(api, names: list[str]) -> dict[str, dict]:
-    """Labels, taints and cordon of ``names``: record before a demo, compare after clean-up.
-
-    The node lifecycle controller's own taints (``node.kubernetes.io/...``) are left out.
-    """
+    """Labels, taints and cordon of ``names`` (the node lifecycle controller's own taints left out):
+    what a check or a test compares before and after a run."""
     state = {}
     for name in names:
         n = get_node(api, name)
@@ -234,39 +200,6 @@ def node_state(api, names: list[str]) -> dict[str, dict]:
                                   if not t["key"].startswith(CONTROLLER_TAINTS)],
                        "unschedulable": bool((n.get("spec") or {}).get("unschedulable"))}
     return state
-
-
-def restore(api, state: dict[str, dict], *, plan: Plan | None = None, when: bool = True) -> str | None:
-    """Put the nodes back as :func:`node_state` recorded them: labels, taints and cordon.
-
-    Only what differs is written, so restoring an unchanged node changes nothing. With
-    ``when=False`` the step is skipped (a runbook's ``restore`` parameter).
-    """
-    if not when:
-        return None
-
-    def act() -> str:
-        changed = []
-        now = node_state(api, list(state))
-        for name, before in state.items():
-            after = now[name]
-            labels = {k: v for k, v in before["labels"].items() if after["labels"].get(k) != v}
-            labels.update({k: None for k in after["labels"] if k not in before["labels"]})
-            if labels:
-                client.CoreV1Api(api).patch_node(name, {"metadata": {"labels": labels}})
-            if after["unschedulable"] != before["unschedulable"]:
-                _set_unschedulable(api, name, before["unschedulable"])
-            # taints of the node controller stay as they are now: it follows the node's conditions itself
-            if after["taints"] != before["taints"]:
-                _replace_taints(api, name, lambda current: [t for t in current
-                                                            if t["key"].startswith(CONTROLLER_TAINTS)]
-                                + [dict(t) for t in before["taints"]])
-            if labels or after != before:
-                changed.append(name)
-        return "restored " + ", ".join(changed) if changed else "nothing to restore"
-
-    return perform(plan, "restore-nodes", f"restore labels, taints and cordon of {', '.join(state)} as recorded",
-                 act, "kubectl label/taint/uncordon back to the recorded state")
 
 
 def differences(api, state: dict[str, dict]) -> dict[str, tuple[dict, dict]]:
@@ -280,42 +213,94 @@ def unchanged(api, state: dict[str, dict]) -> bool:
     return not differences(api, state)
 
 
-def taint_each(api, taints: dict[str, str | dict | list], *, plan: Plan | None = None) -> list:
+def taint_each(plan: Plan, taints: dict[str, str | dict | list]) -> str | None:
     """Taint several nodes, one step each: ``{"k8s-master": "gamble=true:NoSchedule", ...}``."""
-    return [taint(api, node, spec, plan=plan) for node, spec in taints.items()]
+    return _joined([taint(plan, node, spec) for node, spec in taints.items()])
+
+
+def _joined(results: list[str | None]) -> str | None:
+    """Several steps' results as one line (None in a dry run, where steps return nothing)."""
+    return ", ".join(r for r in results if r) or None
+
+
+def label_each(plan: Plan, names: Iterable[str], labels: str | list[str] | dict, *, restore: bool = True) -> str | None:
+    """The same labels on several nodes, one step each."""
+    return _joined([label(plan, node, labels, restore=restore) for node in names])
+
+
+def refs(names: Iterable[str]) -> list[Ref]:
+    """Nodes as a plan's ``also`` entries (a dict gives its keys): ``also=nodes.refs(taints)``."""
+    return [Ref("Node", name) for name in names]
+
+
+def pair(names: list[str], taints: list) -> dict[str, str | dict]:
+    """One taint per node, in the same order, as :func:`taint_each` takes them; checked before any change."""
+    if len(names) != len(taints):
+        raise KubebookError(f"{len(names)} node(s) but {len(taints)} taint(s): give one taint per node, in "
+                            "the same order; nothing was changed")
+    return dict(zip(names, taints))
+
+
+def check_unchanged(plan: Plan, state: dict[str, dict], *, when: bool = True) -> str | None:
+    """A check of ``plan`` (after its clean-up): the nodes are as :func:`node_state` recorded them.
+    Nothing with ``when=False`` (a run that keeps its changes)."""
+    if not when:
+        return None
+
+    def act() -> str:
+        changed = differences(plan.api, state)
+        if changed:
+            raise KubebookError("nodes differ from what was recorded before the run: " + "; ".join(
+                f"{n}: was {then}, now {now}" for n, (then, now) in changed.items()))
+        return f"{', '.join(state)} as recorded"
+
+    return plan.check("nodes-as-before", f"nodes {', '.join(state)} are as they were before the run", act)
 
 
 BARRIER_LABEL = "kubebook.io/scheduler-barrier"
 
 
-def wait_scheduler_caught_up(api, namespace: str, *, timeout: float = 60.0) -> str:
+def wait_scheduler_caught_up(plan: Plan, namespace: str, *, timeout: float = 60.0) -> str | None:
     """Return once kube-scheduler has seen every node change made before this call.
 
     The scheduler learns about nodes from a watch, a little after the API accepted a change; a Pod
     created right after ``taint``/``cordon`` can still be placed by the old picture. Node events
     arrive in order, so a probe Pod that fits only a node carrying a fresh label is bound only
-    after the scheduler saw that label, and with it every earlier node change. The probe and the
-    label are removed before returning.
+    after the scheduler saw that label, and with it every earlier node change. The label goes on
+    a node this plan already acts on, and the probe Pod into ``namespace``; both are removed
+    before returning, and both appear in the dry run.
     """
     from uuid import uuid4
 
-    from ..waits import wait_for
-    core = client.CoreV1Api(api)
+    nodes_in_scope = [u.split("/", 1)[1] for u in plan.scope if u.startswith("node/")]
+    if not nodes_in_scope:
+        raise KubebookError("the scheduler barrier labels a node, and this plan acts on none (add it to also=)")
+    node = nodes_in_scope[0]
     token = uuid4().hex[:12]
-    node = sorted(n["metadata"]["name"] for n in list_nodes(api))[0]
-    name = f"scheduler-barrier-{token}"
-    core.patch_node(node, {"metadata": {"labels": {BARRIER_LABEL: token}}})
-    try:
-        core.create_namespaced_pod(namespace, {
-            "metadata": {"name": name, "labels": {"app": "kubebook-scheduler-barrier"}},
-            "spec": {"nodeSelector": {BARRIER_LABEL: token}, "tolerations": [{"operator": "Exists"}],
-                     "terminationGracePeriodSeconds": 0, "containers": [{"name": "probe", "image": "pause"}]}})
-        wait_for(api, "pods", lambda ps: bool((ps.get(name, {}).get("spec") or {}).get("nodeName")),
-                 namespace=namespace, field_selector=f"metadata.name={name}", timeout=timeout,
-                 what="the scheduler to bind its barrier Pod")
-        core.delete_namespaced_pod(name, namespace, grace_period_seconds=0)
-        wait_for(api, "pods", lambda ps: name not in ps, namespace=namespace,
-                 field_selector=f"metadata.name={name}", timeout=timeout, what="barrier Pod gone")
-    finally:
-        core.patch_node(node, {"metadata": {"labels": {BARRIER_LABEL: None}}})
-    return "scheduler has seen every node change"
+    pod = Ref("Pod", f"scheduler-barrier-{token}", namespace)
+    plan.modify(Ref("Node", node), lambda n: {"metadata": {"labels": {BARRIER_LABEL: token}}},
+                step="barrier-label", description=f"label node {node} {BARRIER_LABEL}=<token> for the scheduler "
+                f"barrier (removed again)", command=f"kubectl label node {node} {BARRIER_LABEL}=<token>")
+    plan.create({"apiVersion": "v1", "kind": "Pod",
+                 "metadata": {"name": pod.name, "labels": {"app": "kubebook-scheduler-barrier"}},
+                 "spec": {"nodeSelector": {BARRIER_LABEL: token}, "tolerations": [{"operator": "Exists"}],
+                          "terminationGracePeriodSeconds": 0, "containers": [{"name": "probe", "image": "pause"}]}},
+                namespace, step="barrier-pod", command=f"kubectl -n {namespace} run <barrier> --image=pause")
+    plan.wait("barrier-bound", "the scheduler binds its barrier Pod (it has seen every node change)",
+              lambda: _barrier_bound(plan.api, namespace, pod.name, timeout))
+    plan.delete(pod, step="barrier-pod-gone")
+    plan.modify(Ref("Node", node), lambda n: {"metadata": {"labels": {BARRIER_LABEL: None}}}
+                if BARRIER_LABEL in (n["metadata"].get("labels") or {}) else None,
+                step="barrier-unlabel", description=f"remove the barrier label from node {node}",
+                command=f"kubectl label node {node} {BARRIER_LABEL}-")
+    return None if plan.dry_run else "scheduler has seen every node change"
+
+
+def _barrier_bound(api, namespace: str, name: str, timeout: float) -> str:
+    no_scheduler, steady = NoScheduler(api), Steady()
+    wait_for(api, "pods", lambda ps: bool((ps.get(name, {}).get("spec") or {}).get("nodeName")),
+             namespace=namespace, field_selector=f"metadata.name={name}", timeout=timeout,
+             what="the scheduler to bind its barrier Pod",
+             diagnose=guarded(lambda ps: no_scheduler(ps) or steady(cannot_place(ps.values()))))
+    return "bound"
+

@@ -4,6 +4,10 @@
     why.table          # nodes × checks, each failing cell saying why
     why.side_by_side() # our summary | the PodScheduled condition | the last FailedScheduling event
     pending_pods(api)  # every Pending Pod, one line each
+    demo(plan, "kubebook-why-pending", when=True)  # a Deployment no node can take, as steps of plan
+
+Reads take an ApiClient and answer the same in a dry run: a namespace with no Pod to explain
+gives an empty explanation that says so (a Pod named explicitly must exist).
 """
 from __future__ import annotations
 
@@ -12,7 +16,12 @@ from dataclasses import dataclass
 import pandas as pd
 from kubernetes import client
 
-from .explain import Snapshot, check_rows, explain, explain_all, scheduler_summary, summary, unexplained_features
+from ..errors import KubebookError
+from ..plan import Plan
+from . import workloads
+from .explain import (CHECKS, Snapshot, check_rows, explain, explain_all, label_selector_matches, scheduler_summary,
+                      summary, unexplained_features)
+from .syntax import parse_label_selector
 
 
 @dataclass
@@ -59,6 +68,15 @@ class WhyPending:
         rows += [{"source": "not recomputed", "says": c} for c in self.caveats]
         return pd.DataFrame(rows)
 
+    @classmethod
+    def nothing(cls, namespace: str, selector: str = "") -> "WhyPending":
+        """The answer when there is no Pod to explain (a dry run, before its Pods exist)."""
+        what = f"no Pod in namespace {namespace}" + (f" matching {selector}" if selector else "") + \
+            " to explain (pass pod=<name>)"
+        table = pd.DataFrame(columns=["node", "fits", *CHECKS, "scheduler reason", "preferred weight",
+                                      "PreferNoSchedule"])
+        return cls(pod={}, table=table, ours=what, condition={}, event="", caveats=[])
+
 
 def _raw_pod(api, namespace: str, name: str) -> dict:
     return api.sanitize_for_serialization(client.CoreV1Api(api).read_namespaced_pod(name, namespace))
@@ -84,8 +102,10 @@ def why_pending(api, namespace: str, name: str = "", *, selector: str = "",
     Without ``name``, the first Pending Pod in ``namespace`` (matching ``selector``), else the
     first Pod that matches.
     """
-    snap = snapshot or Snapshot.take(api)
     name = name or first_pod(api, namespace, selector)
+    if not name:
+        return WhyPending.nothing(namespace, selector)
+    snap = snapshot or Snapshot.take(api)
     pod = _raw_pod(api, namespace, name)
     rows = check_rows(pod, snap)
     condition = next((c for c in (pod.get("status") or {}).get("conditions") or [] if c.get("type") == "PodScheduled"),
@@ -114,12 +134,51 @@ def pending_in(api, namespace: str, selector: str = "") -> list[str]:
 
 
 def first_pod(api, namespace: str, selector: str = "") -> str:
-    """The first Pending Pod in ``namespace`` matching ``selector``, else the first matching Pod."""
+    """The first Pending Pod in ``namespace`` matching ``selector``, else the first matching Pod ("": none)."""
     pods = client.CoreV1Api(api).list_namespaced_pod(namespace, label_selector=selector or None).items
     live = sorted((p for p in pods if not p.metadata.deletion_timestamp), key=lambda p: p.metadata.name)
     waiting = [p for p in live if not p.spec.node_name]
-    if not live:
-        from ..errors import KubebookError
-        raise KubebookError(f"no Pod in namespace {namespace}" + (f" matching {selector}" if selector else "")
-                            + "; pass pod=<name>")
-    return (waiting or live)[0].metadata.name
+    return (waiting or live)[0].metadata.name if live else ""
+
+
+DEMO = "pending-demo"
+
+
+def demo(plan: Plan, namespace: str, *, when: bool = True) -> str | None:
+    """Two replicas asking for a node labelled ``disktype=ssd`` and one CPU each: on a fresh lab no
+    node has the label, so both wait. Steps of ``plan``; nothing when ``when`` is false."""
+    if not when:
+        return None
+    workloads.ensure_namespace(plan, namespace)
+    workloads.apply_deployment(plan, namespace, workloads.deployment(DEMO, replicas=2, node_selector={"disktype": "ssd"},
+                                                                     requests={"cpu": "1"}))
+    return workloads.settle(plan, namespace, DEMO)
+
+
+def placement_checked(api, namespace: str, selector: str = "") -> pd.DataFrame:
+    """Each selected Pod, its node and the nodes that fit it by kubebook's filters; raises when the
+    scheduler bound one to a node we say does not fit, or left one Pending where we say one fits."""
+    snap = Snapshot.take(api)
+    wanted = parse_label_selector(selector) if selector else None
+    rows, wrong = [], []
+    for pod in sorted(snap.pods, key=lambda p: p["metadata"]["name"]):
+        meta = pod["metadata"]
+        if meta.get("namespace") != namespace or meta.get("deletionTimestamp") or \
+                (wanted is not None and not label_selector_matches(wanted, meta.get("labels") or {})):
+            continue
+        fits = sorted(r["node"] for r in check_rows(pod, snap) if r["fits"])
+        node = (pod.get("spec") or {}).get("nodeName") or ""
+        agrees = node in fits if node else not fits
+        rows.append({"pod": meta["name"], "node": node or "<pending>", "nodes that fit": ", ".join(fits),
+                     "scheduler agrees": "yes" if agrees else "NO"})
+        if not agrees:
+            wrong.append(meta["name"])
+    if wrong:
+        raise KubebookError(f"the scheduler and kubebook's filters disagree on {', '.join(wrong)}")
+    return pd.DataFrame(rows, columns=["pod", "node", "nodes that fit", "scheduler agrees"])
+
+
+def check_placement(plan: Plan, namespace: str, selector: str = "") -> pd.DataFrame | None:
+    """:func:`placement_checked` as a check of ``plan`` (after its changes; nothing in a dry run)."""
+    return plan.check(f"placement-{namespace}", f"every Pod of {selector or namespace} is where the filters allow",
+                      lambda: placement_checked(plan.api, namespace, selector))

@@ -2,9 +2,9 @@
 
     body = deployment("eladmin-web", replicas=3, tolerations=["smoke=true:NoSchedule", "drunk"],
                       pod_anti_affinity="required")
-    apply_deployment(api, "luffy", body, plan=plan)
-    settle(api, "luffy", "eladmin-web")        # every replica bound or marked Unschedulable
-    placement(api, "luffy", "app=eladmin-web")  # pod, node, phase, scheduler's message
+    apply_deployment(plan, "kubebook-demo", body)    # a step: created, or backed up and replaced
+    settle(plan, "kubebook-demo", "eladmin-web")      # every replica bound or marked Unschedulable
+    placement(api, "kubebook-demo", "app=eladmin-web")  # pod, node, phase, scheduler's message
 
 Demo Deployments use the Recreate strategy: a changed rule replaces every replica at once, so
 the table shows the new rule's effect, not a rollout stuck half-way behind Pending Pods.
@@ -15,12 +15,11 @@ from typing import Any
 
 import pandas as pd
 from kubernetes import client
-from kubernetes.client.exceptions import ApiException
 
-from ..connect import create_or_keep
-from ..plan import Plan, perform
+from ..objects import Ref
+from ..plan import Plan
 from ..waits import wait_for
-from .nodes import _create_or_replace
+from .diagnose import NoController, NoScheduler, Steady, cannot_place, guarded
 from .syntax import describe_toleration, parse_label_selector, parse_term, parse_toleration, parse_weighted_term
 
 IMAGE = "nginx:1.27"  # kwok runs nothing, so any image name works on the lab
@@ -93,103 +92,68 @@ def daemonset(name: str, *, image: str = IMAGE) -> dict:
                                            "terminationGracePeriodSeconds": 0}}}}
 
 
-def apply_daemonset(api, namespace: str, body: dict, *, plan: Plan | None = None) -> str | None:
-    apps = client.AppsV1Api(api)
-    name = body["metadata"]["name"]
-
-    def act() -> str:
-        return create_or_keep(apps.create_namespaced_daemon_set, namespace, body)
-
-    return perform(plan, f"apply-{name}", f"create DaemonSet {namespace}/{name}", act,
-                 f"kubectl -n {namespace} apply -f {name}.yaml")
+def apply_daemonset(plan: Plan, namespace: str, body: dict) -> str | None:
+    return plan.apply(body, namespace, step=f"apply-{body['metadata']['name']}",
+                      command=f"kubectl -n {namespace} apply -f {body['metadata']['name']}.yaml")
 
 
-def wait_daemonset(api, namespace: str, name: str, *, timeout: float = 60) -> str:
+def wait_daemonset(plan: Plan, namespace: str, name: str, *, timeout: float = 60) -> str | None:
     """Wait until the DaemonSet runs an available Pod on every node it should (its own status says so)."""
     def done(sets: dict[str, dict]) -> bool:
         d = sets.get(name)
         s = (d or {}).get("status") or {}
         return bool(d) and s.get("observedGeneration", 0) >= d["metadata"].get("generation", 1) and \
             s.get("desiredNumberScheduled", 0) > 0 and s.get("numberAvailable", 0) == s["desiredNumberScheduled"]
-    d = wait_for(api, "daemonsets", done, namespace=namespace, timeout=timeout,
-                 what=f"DaemonSet {namespace}/{name} available on its nodes")[name]
-    return f"DaemonSet {namespace}/{name}: {d['status']['numberAvailable']} Pods available"
 
-
-def ensure_namespace(api, namespace: str, *, plan: Plan | None = None) -> bool | None:
-    """Create ``namespace`` if missing and wait for its default ServiceAccount; True when created."""
-    def act() -> bool:
-        core = client.CoreV1Api(api)
-        try:
-            core.read_namespace(namespace)
-            return False
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
-        core.create_namespace({"metadata": {"name": namespace}})
-        # Pods are refused until the ServiceAccount controller made `default`
-        wait_for(api, "serviceaccounts", lambda s: "default" in s, namespace=namespace, timeout=60,
-                 what=f"ServiceAccount {namespace}/default")
-        return True
-
-    return perform(plan, f"namespace-{namespace}", f"create namespace {namespace} if missing", act,
-                 f"kubectl create namespace {namespace}")
-
-
-def delete_namespace(api, namespace: str, *, plan: Plan | None = None, timeout: float = 120) -> str | None:
-    """Delete ``namespace`` and wait until it is gone (its Pods with it)."""
     def act() -> str:
-        try:
-            client.CoreV1Api(api).delete_namespace(namespace)
-        except ApiException as exc:
-            if exc.status == 404:
-                return "already gone"
-            raise
-        wait_for(api, "namespaces", lambda ns: namespace not in ns, timeout=timeout,
-                 what=f"namespace {namespace} deleted")
-        return "deleted"
+        d = wait_for(plan.api, "daemonsets", done, namespace=namespace, timeout=timeout,
+                     what=f"DaemonSet {namespace}/{name} available on its nodes",
+                     diagnose=guarded(_daemonset_diagnosis(plan.api, namespace, name)))[name]
+        return f"DaemonSet {namespace}/{name}: {d['status']['numberAvailable']} Pods available"
 
-    return perform(plan, f"delete-namespace-{namespace}", f"delete namespace {namespace} and everything in it",
-                 act, f"kubectl delete namespace {namespace}")
+    return plan.wait(f"wait-{name}", f"DaemonSet {namespace}/{name} runs an available Pod on every node", act)
 
 
-def apply_deployment(api, namespace: str, body: dict, *, plan: Plan | None = None) -> str | None:
-    """Create the Deployment, or replace its spec if it exists (same result on every run)."""
-    apps = client.AppsV1Api(api)
+def _daemonset_diagnosis(api, namespace: str, name: str):
+    """Why a DaemonSet's Pods do not become available: no controller acts, or the scheduler cannot
+    place one of them (a DaemonSet Pod is bound to its node by the default scheduler)."""
+    controller = NoController("DaemonSet", "DaemonSet controller")
+    steady = Steady()
+
+    def why(sets: dict[str, dict]) -> str | None:
+        pods = client.CoreV1Api(api).list_namespaced_pod(namespace, label_selector=f"app={name}").items
+        return controller(sets.get(name)) or steady(cannot_place(api.sanitize_for_serialization(p) for p in pods))
+    return why
+
+
+def ensure_namespace(plan: Plan, namespace: str) -> str | None:
+    """Create ``namespace`` if missing (kept if it exists) and wait for its default ServiceAccount."""
+    created = plan.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}},
+                          step=f"namespace-{namespace}", command=f"kubectl create namespace {namespace}")
+    # Pods are refused until the ServiceAccount controller made `default`
+    plan.wait(f"namespace-{namespace}-ready", f"namespace {namespace} has its default ServiceAccount",
+              lambda: wait_for(plan.api, "serviceaccounts", lambda s: "default" in s, namespace=namespace,
+                               timeout=60, what=f"ServiceAccount {namespace}/default") and "ready")
+    return created
+
+
+def apply_deployment(plan: Plan, namespace: str, body: dict) -> str | None:
+    """Create the Deployment, or replace its spec (one that existed before is backed up first and put
+    back at clean-up)."""
     name = body["metadata"]["name"]
-
-    def act() -> str:
-        return _create_or_replace(apps.read_namespaced_deployment, apps.create_namespaced_deployment,
-                                  apps.replace_namespaced_deployment, name, namespace, body)
-
     rules = describe_rules(body["spec"]["template"]["spec"])
-    return perform(plan, f"apply-{name}", f"apply Deployment {namespace}/{name} with {body['spec']['replicas']} "
-                 f"replicas; {rules or 'no placement rules'}", act, f"kubectl -n {namespace} apply -f {name}.yaml")
+    return plan.apply(body, namespace, step=f"apply-{name}",
+                      description=f"apply Deployment {namespace}/{name} with {body['spec']['replicas']} replicas; "
+                                  f"{rules or 'no placement rules'}",
+                      command=f"kubectl -n {namespace} apply -f {name}.yaml")
 
 
-def scale(api, namespace: str, name: str, replicas: int, *, plan: Plan | None = None) -> str | None:
-    def act() -> str:
-        client.AppsV1Api(api).patch_namespaced_deployment_scale(name, namespace, {"spec": {"replicas": replicas}})
-        return f"{replicas} replicas"
-
-    return perform(plan, f"scale-{name}", f"scale Deployment {namespace}/{name} to {replicas}", act,
-                 f"kubectl -n {namespace} scale deployment {name} --replicas={replicas}")
-
-
-def delete_deployment(api, namespace: str, name: str, *, plan: Plan | None = None) -> str | None:
-    def act() -> str:
-        try:
-            client.AppsV1Api(api).delete_namespaced_deployment(name, namespace, propagation_policy="Foreground")
-        except ApiException as exc:
-            if exc.status == 404:
-                return "already gone"
-            raise
-        wait_for(api, "pods", lambda ps: not ps, namespace=namespace, label_selector=f"app={name}", timeout=120,
-                 what=f"Pods of {namespace}/{name} gone")
-        return "deleted"
-
-    return perform(plan, f"delete-{name}", f"delete Deployment {namespace}/{name} and its Pods", act,
-                 f"kubectl -n {namespace} delete deployment {name}")
+def scale(plan: Plan, namespace: str, name: str, replicas: int) -> str | None:
+    return plan.modify(Ref("Deployment", name, namespace),
+                       lambda d: None if (d.get("spec") or {}).get("replicas") == replicas else
+                       {"spec": {"replicas": replicas}},
+                       step=f"scale-{name}", description=f"scale Deployment {namespace}/{name} to {replicas}",
+                       command=f"kubectl -n {namespace} scale deployment {name} --replicas={replicas}")
 
 
 def describe_rules(pod_spec: dict) -> str:
@@ -214,12 +178,17 @@ def _decided(pod: dict) -> bool:
                for c in (pod.get("status") or {}).get("conditions") or [])
 
 
-def settle(api, namespace: str, name: str, *, timeout: float = 90) -> str:
+def settle(plan: Plan, namespace: str, name: str, *, timeout: float = 90) -> str | None:
     """Wait until the Deployment's replicas all exist and each is bound or judged unschedulable.
 
     First the Deployment's own accounting (observed generation, no old replicas left), then the
-    Pods themselves; both by watch.
+    Pods themselves; both by watch. A step of ``plan``: nothing to wait for in a dry run.
     """
+    return plan.wait(f"settle-{name}", f"every replica of {namespace}/{name} is bound or unschedulable",
+                     lambda: _settle(plan.api, namespace, name, timeout=timeout))
+
+
+def _settle(api, namespace: str, name: str, *, timeout: float) -> str:
     apps = client.AppsV1Api(api)
     want = apps.read_namespaced_deployment(name, namespace).spec.replicas
 
@@ -231,13 +200,16 @@ def settle(api, namespace: str, name: str, *, timeout: float = 90) -> str:
         return status.get("observedGeneration", 0) >= d["metadata"].get("generation", 1) and \
             status.get("replicas", 0) == want and status.get("updatedReplicas", 0) == want
 
+    controller = NoController("Deployment", "Deployment controller")
     wait_for(api, "deployments", rolled, namespace=namespace, timeout=timeout,
-             what=f"Deployment {namespace}/{name} to have {want} up-to-date replicas")
+             what=f"Deployment {namespace}/{name} to have {want} up-to-date replicas",
+             diagnose=guarded(lambda deps: controller(deps.get(name))))
     pods = wait_for(api, "pods", lambda ps: len(live := [p for p in ps.values()
                                                           if not p["metadata"].get("deletionTimestamp")]) == want
                     and all(_decided(p) for p in live),
                     namespace=namespace, label_selector=f"app={name}", timeout=timeout,
-                    what=f"{want} Pods of {namespace}/{name} bound or unschedulable")
+                    what=f"{want} Pods of {namespace}/{name} bound or unschedulable",
+                    diagnose=guarded(NoScheduler(api)))
     bound = sum(1 for p in pods.values() if (p.get("spec") or {}).get("nodeName"))
     return f"{namespace}/{name}: {bound} of {want} Pods bound, {want - bound} unschedulable"
 
@@ -284,17 +256,6 @@ def tolerations_of(api, namespace: str, selector: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def cleanup(api, namespace: str, names: str | list[str], *, created: bool | None, plan: Plan | None = None,
-            when: bool = True) -> list | None:
-    """Undo a demo: delete the namespace if this run created it, else only its Deployments ``names``."""
-    if not when:
-        return None
-    if created:
-        return [delete_namespace(api, namespace, plan=plan)]
-    return [delete_deployment(api, namespace, n, plan=plan) for n in ([names] if isinstance(names, str) else names)
-            if n]
-
-
 def landed_only_on(api, namespace: str, name: str, allowed: list[str]) -> pd.DataFrame:
     """Placement of the Deployment's Pods; raises if one is bound to a node outside ``allowed``."""
     table = placement(api, namespace, f"app={name}")
@@ -304,12 +265,17 @@ def landed_only_on(api, namespace: str, name: str, allowed: list[str]) -> pd.Dat
     return table
 
 
-def evicted_from(api, namespace: str, selector: str, node: str, *, timeout: float = 90) -> pd.DataFrame:
+def evicted_from(plan: Plan, namespace: str, selector: str, node: str, *, timeout: float = 90) -> pd.DataFrame | None:
     """Wait until the selected Pods on ``node`` that do not tolerate its NoExecute taints are gone.
 
     The taint-eviction controller in kube-controller-manager deletes them; a toleration with
-    ``tolerationSeconds`` only delays it. Returns the Pods that had to go.
+    ``tolerationSeconds`` only delays it. Returns the Pods that had to go (None in a dry run).
     """
+    return plan.wait(f"evicted-from-{node}", f"Pods without a NoExecute toleration have left {node}",
+                     lambda: _evicted_from(plan.api, namespace, selector, node, timeout=timeout))
+
+
+def _evicted_from(api, namespace: str, selector: str, node: str, *, timeout: float) -> pd.DataFrame:
     from .explain import untolerated
     from .nodes import get_node
     taints = (get_node(api, node).get("spec") or {}).get("taints") or []
