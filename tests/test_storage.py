@@ -3,10 +3,8 @@ object builders, backups, kubelet volume paths. The lab tests hold the rules aga
 from __future__ import annotations
 
 import copy
-import stat
 
 import pytest
-import yaml
 
 from kubebook.errors import KubebookError
 from kubebook.storage import binding, provisioning, volumes
@@ -167,12 +165,90 @@ def test_table_has_a_row_per_volume_and_a_column_per_check():
 
 def test_each_demo_volume_breaks_exactly_one_rule():
     claim = binding.demo_claim("mysql-data")
-    claim["metadata"].update(namespace="luffy-storage", uid="u")
-    for body in binding.demo_volumes("luffy-storage", "mysql-data"):
+    claim["metadata"].update(namespace="kubebook-storage", uid="u")
+    broken = binding.demo_volumes("kubebook-storage", "mysql-data")
+    for body in broken:
         body = {**body, "status": {"phase": "Available"}}
         assert len(failing(binding.check_volume(body, claim))) == 1, body["metadata"]["name"]
-    fitting = {**binding.fitting_volume("luffy-storage", "mysql-data"), "status": {"phase": "Available"}}
-    assert binding.best_match(claim, [fitting]) == "mysql-data-fits"
+    fitting = {**binding.fitting_volume("kubebook-storage", "mysql-data"), "status": {"phase": "Available"}}
+    assert binding.best_match(claim, [fitting]) == "kubebook-mysql-data-fits"
+    # the plan's scope names every one of them: PVs are cluster-scoped
+    assert binding.demo_scope("mysql-data") == [f"persistentvolume/{p['metadata']['name']}" for p in [*broken, fitting]]
+
+
+def test_demo_claims_select_only_their_own_volumes():
+    someone_elses = {**pv("course-pv", labels={"app": "mysql"}), "status": {"phase": "Available"}}
+    claim = {**binding.demo_claim("mysql-data"), "metadata": {"name": "mysql-data", "namespace": "ns"}}
+    assert failing(binding.check_volume(someone_elses, claim)) == {"selector": "labels {'app': 'mysql'} not selected"}
+    ours = volumes.demo_volume("kubebook-nfs-pv", "1Gi", ["ReadWriteMany"], host_path="/tmp/x")
+    for_ours = {**volumes.claim_for(ours, "pvc-nfs", "1Gi"), "metadata": {"name": "pvc-nfs", "namespace": "ns"}}
+    assert binding.best_match(for_ours, [{**ours, "status": {"phase": "Available"}}, someone_elses]) == "kubebook-nfs-pv"
+    assert volumes.demo_volume("x", "1Gi", ["ReadWriteMany"], host_path="/tmp/x", nfs_server="127.0.0.1",
+                               nfs_path="/d")["spec"]["nfs"] == {"server": "127.0.0.1", "path": "/d"}
+
+
+# ---- why a wait for Bound cannot succeed (the diagnosis) -------------------------------------------------
+
+def sc(name, provisioner="kubernetes.io/host-path", *, default=False, mode="Immediate"):
+    body = provisioning.storage_class(name, provisioner, default=default, binding_mode=mode)
+    return body
+
+
+def event(reason, source="persistentvolume-controller", message=""):
+    return {"reason": reason, "source": source, "message": message}
+
+
+def test_a_fitting_volume_means_not_blocked():
+    assert binding.blocked_reason(pvc(), [pv()], []) is None
+
+
+def test_a_new_volume_not_yet_available_means_not_blocked():
+    assert binding.blocked_reason(pvc(), [pv(phase="Pending")], []) is None
+    assert binding.blocked_reason(pvc(), [pv(phase="Released")], []) is not None
+
+
+def test_no_class_no_fit_names_the_failing_rules():
+    reason = binding.blocked_reason(pvc(), [pv("rwo", modes=["ReadWriteOnce"]), pv("small", "1Mi")], [])
+    assert "rwo: accessModes lacks ReadWriteMany" in reason and "small: capacity 1Mi < requested 1Gi" in reason
+    assert 'asks for no class (storageClassName "")' in reason
+    assert "there is no PV at all" in binding.blocked_reason(pvc(), [], [])
+
+
+def test_an_unset_class_waits_for_a_default_class_only_when_there_is_one():
+    unset = pvc()
+    del unset["spec"]["storageClassName"]
+    assert "no default class" in binding.blocked_reason(unset, [], [sc("slow")])
+    assert binding.blocked_reason(unset, [], [sc("slow", default=True)]) is None
+
+
+def test_a_class_that_cannot_provision():
+    assert "'fast' does not exist" in binding.blocked_reason(pvc(cls="fast"), [], [])
+    assert "has no provisioner" in binding.blocked_reason(pvc(cls="local"), [], [sc("local", binding.NO_PROVISIONER)])
+    assert binding.blocked_reason(pvc(cls="hp"), [], [sc("hp")]) is None  # in-tree: kube-controller-manager works on it
+    failed = [event("ProvisioningFailed", message="no volume plugin matched")]
+    assert "failed for class hp: no volume plugin matched" in binding.blocked_reason(pvc(cls="hp"), [], [sc("hp")], failed)
+
+
+def test_an_external_provisioner_that_never_answers():
+    classes = [sc("nfs", "luffy.com/nfs")]
+    handed = [event("ExternalProvisioning", message="Waiting for a volume to be created by 'luffy.com/nfs'")]
+    reason = binding.blocked_reason(pvc(cls="nfs"), [], classes, handed, waited=5.0)
+    assert "no provisioner answers for class nfs" in reason and "PROVISIONER_NAME luffy.com/nfs" in reason
+    assert binding.blocked_reason(pvc(cls="nfs"), [], classes, handed, waited=1.0) is None  # give it a moment
+    answered = handed + [event("Provisioning", source="luffy.com/nfs_nfs-client-provisioner-abc")]
+    assert binding.blocked_reason(pvc(cls="nfs"), [], classes, answered, waited=60.0) is None
+
+
+def test_wait_for_first_consumer_needs_a_pod():
+    classes = [sc("late", "luffy.com/nfs", mode="WaitForFirstConsumer")]
+    assert "no Pod does" in binding.blocked_reason(pvc(cls="late"), [], classes, pods_using=0)
+    assert binding.blocked_reason(pvc(cls="late"), [], classes, pods_using=1) is None
+
+
+def test_a_claim_naming_a_volume():
+    assert "which does not exist" in binding.blocked_reason(pvc(volume_name="gone"), [], [])
+    reason = binding.blocked_reason(pvc(volume_name="small"), [pv("small", "1Mi")], [])
+    assert "names PV small, which does not satisfy it (capacity 1Mi < requested 1Gi)" in reason
 
 
 # ---- builders, backups, paths ---------------------------------------------------------------------------
@@ -195,26 +271,6 @@ def test_persistent_volume_rejects_bad_input(kwargs, message):
 def test_claim_class_none_leaves_the_field_out():
     assert "storageClassName" not in volumes.claim("c", "1Gi", ["ReadWriteOnce"], storage_class=None)["spec"]
     assert volumes.claim("c", "1Gi", ["ReadWriteOnce"])["spec"]["storageClassName"] == ""
-
-
-def test_backup_drops_server_fields_and_is_private(tmp_path):
-    live = {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
-            "metadata": {"name": "data", "namespace": "ns", "uid": "u", "resourceVersion": "7",
-                         "finalizers": ["kubernetes.io/pvc-protection"], "labels": {"a": "b"}},
-            "spec": {"volumeName": "pv1"}, "status": {"phase": "Bound"}}
-    first = volumes.backup(live, tmp_path)
-    second = volumes.backup(live, tmp_path)
-    assert first != second  # two backups in the same second are both kept
-    saved = yaml.safe_load(first.read_text())
-    assert saved["metadata"] == {"name": "data", "namespace": "ns", "labels": {"a": "b"}}
-    assert "status" not in saved and saved["spec"] == {"volumeName": "pv1"}
-    assert stat.S_IMODE(first.stat().st_mode) == 0o600
-
-
-def test_backup_dir_default_is_outside_the_repository(monkeypatch, tmp_path):
-    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
-    assert volumes.resolve_backup_dir("") == tmp_path / "kubebook" / "backups" / "storage"
-    assert volumes.resolve_backup_dir("rel").is_absolute()
 
 
 def test_kubelet_volume_paths():
@@ -261,11 +317,10 @@ def test_nfs_provisioner_objects_agree_with_each_other():
     assert {"create", "delete"} <= set(pv_rule["verbs"])
 
 
-def test_shown_only_plan_never_acts():
-    from kubebook.plan import Plan
-    plan = Plan(target="nfs-provisioner", kind="namespace", log=lambda m: None)
-    provisioning.plan_shown_only(copy.deepcopy(provisioning.nfs_client_provisioner()), plan)
-    assert set(plan.table()["status"]) == {"planned"} and len(plan.table()) == 8
+def test_the_course_setup_is_only_shown():
+    table = provisioning.plan_shown_only(copy.deepcopy(provisioning.nfs_client_provisioner()))
+    assert len(table) == 8 and set(table["status"]) == {"shown only (needs an NFS server)"}
+    assert provisioning.manifest(provisioning.nfs_client_provisioner()).count("---\n") == 7
 
 
 # ---- volume kinds and the move onto a claim ---------------------------------------------------------------

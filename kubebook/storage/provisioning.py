@@ -1,10 +1,9 @@
 """StorageClasses and dynamic provisioning: a claim names a class, the class's provisioner makes the PV.
 
     sc = storage_class("kubebook-hostpath", "kubernetes.io/host-path", default=True)
-    before = default_state(api)                 # which classes carry the default annotation now
-    apply_storage_class(api, sc, plan=plan)
-    ...
-    delete_storage_class(api, "kubebook-hostpath", plan=plan); restore_default_state(api, before, plan=plan)
+    apply_storage_class(plan, sc)          # created (or kept), marked default; a pre-existing class is backed up
+    wait_provisioned(plan, "kubebook-storage", "test-claim")   # the PV's name; says at once if nothing provisions
+    plan.cleanup()                         # the class goes only if this run made it; annotations are put back
 
 The course's nfs-client-provisioner (a Deployment that mounts the NFS export and makes one
 sub-directory per claim) is described by :func:`nfs_client_provisioner`; it needs a reachable NFS
@@ -17,11 +16,11 @@ from typing import Any
 
 import pandas as pd
 from kubernetes import client
-from kubernetes.client.exceptions import ApiException
 
 from ..errors import KubebookError
-from ..plan import Plan, perform
-from .volumes import validate_name, wait_claim_phase, wait_volume_phase
+from ..objects import Ref, objects
+from ..plan import Plan
+from .volumes import claim, claim_bound, validate_name, wait_volume_phase
 
 DEFAULT_ANNOTATION = "storageclass.kubernetes.io/is-default-class"
 HOSTPATH_PROVISIONER = "kubernetes.io/host-path"
@@ -66,77 +65,54 @@ def default_state(api) -> dict[str, str | None]:
             for sc in client.StorageV1Api(api).list_storage_class().items}
 
 
-def apply_storage_class(api, body: dict, *, plan: Plan | None = None) -> str | None:
-    """Create the class, or keep it (provisioner, parameters and reclaimPolicy cannot change in place);
-    the default annotation is brought to what ``body`` says either way."""
+def _is_default(sc: dict | None) -> bool:
+    return ((sc or {}).get("metadata", {}).get("annotations") or {}).get(DEFAULT_ANNOTATION) == "true"
+
+
+def apply_storage_class(plan: Plan, body: dict) -> str | None:
+    """Steps: create the class, or keep it (provisioner, parameters and reclaimPolicy cannot change in
+    place); then bring its default annotation to what ``body`` says (a pre-existing class is backed
+    up first and its annotation put back at clean-up).
+
+    Refused before any step when a class of that name exists with another provisioner, or when
+    marking it default would hand unbound claims without a class, anywhere in the cluster, to this
+    class: the PV controller writes a new default class into them (retroactive default assignment),
+    and a claim's class cannot be taken back.
+    """
     name = body["metadata"]["name"]
-    default = (body["metadata"].get("annotations") or {}).get(DEFAULT_ANNOTATION) == "true"
-
-    def act() -> str:
-        storage = client.StorageV1Api(api)
-        try:
-            current = storage.read_storage_class(name)
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
-            storage.create_storage_class(body)
-            return "created"
-        if current.provisioner != body["provisioner"]:
-            raise KubebookError(f"StorageClass {name} exists with provisioner {current.provisioner}, "
-                                f"not {body['provisioner']}: delete it first or choose another name")
-        is_default = (current.metadata.annotations or {}).get(DEFAULT_ANNOTATION) == "true"
-        if is_default != default:
-            storage.patch_storage_class(name, {"metadata": {"annotations": {
-                DEFAULT_ANNOTATION: "true" if default else None}}})
-            return "exists; default annotation " + ("set" if default else "removed")
-        return "exists"
-
-    what = f"create StorageClass {name} (provisioner {body['provisioner']}, reclaimPolicy " \
-           f"{body.get('reclaimPolicy', 'Delete')}, {body.get('volumeBindingMode', 'Immediate')})" + \
-           (" marked default" if default else "")
-    return perform(plan, f"create-sc-{name}", what, act, f"kubectl apply -f {name}.yaml")
+    default = _is_default(body)
+    current = objects(plan.api).get(Ref("StorageClass", name))
+    if current is not None and current.get("provisioner") != body["provisioner"]:
+        raise KubebookError(f"StorageClass {name} exists with provisioner {current.get('provisioner')}, not "
+                            f"{body['provisioner']}: choose another class name; nothing was changed")
+    if default and not _is_default(current):
+        waiting = unclassed_claims(plan.api)
+        if len(waiting):
+            listed = ", ".join(waiting["namespace"] + "/" + waiting["claim"])
+            raise KubebookError(f"marking {name} default would give it to unbound claims without a class ({listed}): "
+                                "run with make_default=False, or give those claims a class first; nothing was changed")
+    result = plan.create(body, step=f"create-sc-{name}", command=f"kubectl apply -f {name}.yaml")
+    if current is not None and _is_default(current) != default:
+        return set_default(plan, name, default)
+    return result
 
 
-def set_default(api, name: str, default: bool, *, plan: Plan | None = None) -> str | None:
-    """Add or remove the default-class annotation on ``name``."""
+def set_default(plan: Plan, name: str, default: bool, *, restore: bool = True) -> str | None:
+    """Add or remove the default-class annotation on ``name`` (backed up first, put back at clean-up)."""
     value = "true" if default else None
 
-    def act() -> str:
-        client.StorageV1Api(api).patch_storage_class(name, {"metadata": {"annotations": {DEFAULT_ANNOTATION: value}}})
-        return "set" if default else "removed"
+    def edit(sc: dict) -> dict | None:
+        return None if _is_default(sc) == default else {"metadata": {"annotations": {DEFAULT_ANNOTATION: value}}}
 
     text = f"{DEFAULT_ANNOTATION}=true" if default else f"{DEFAULT_ANNOTATION}-"
-    return perform(plan, f"default-{name}", f"{'mark' if default else 'unmark'} StorageClass {name} as the default",
-                 act, f"kubectl annotate storageclass {name} {text} --overwrite")
+    return plan.modify(Ref("StorageClass", name), edit, step=f"default-{name}", restore=restore,
+                       description=f"{'mark' if default else 'unmark'} StorageClass {name} as the default",
+                       command=f"kubectl annotate storageclass {name} {text} --overwrite")
 
 
-def restore_default_state(api, before: dict[str, str | None], *, plan: Plan | None = None) -> str | None:
-    """Put the default annotation back as :func:`default_state` recorded it, on classes that still exist."""
-    def act() -> str:
-        changed = []
-        for name, value in default_state(api).items():
-            if name in before and before[name] != value:
-                client.StorageV1Api(api).patch_storage_class(
-                    name, {"metadata": {"annotations": {DEFAULT_ANNOTATION: before[name]}}})
-                changed.append(name)
-        return ", ".join(changed) or "unchanged"
-
-    return perform(plan, "restore-default-class", "restore the default-class annotations recorded at the start",
-                 act, "kubectl annotate storageclass ...")
-
-
-def delete_storage_class(api, name: str, *, plan: Plan | None = None) -> str | None:
-    def act() -> str:
-        try:
-            client.StorageV1Api(api).delete_storage_class(name)
-            return "deleted"
-        except ApiException as exc:
-            if exc.status == 404:
-                return "already gone"
-            raise
-
-    return perform(plan, f"delete-sc-{name}", f"delete StorageClass {name} (PVs it made are not touched)", act,
-                 f"kubectl delete storageclass {name}")
+def delete_storage_class(plan: Plan, name: str) -> str | None:
+    """Delete the class if this run created it (PVs it made are not touched; one that existed is kept)."""
+    return plan.delete(Ref("StorageClass", name), step=f"delete-sc-{name}", command=f"kubectl delete storageclass {name}")
 
 
 def unclassed_claims(api) -> pd.DataFrame:
@@ -149,9 +125,22 @@ def unclassed_claims(api) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["namespace", "claim", "phase"])
 
 
-def admitted_class(api, namespace: str, sent: dict) -> pd.DataFrame:
-    """The claim's storageClassName as sent beside as stored: DefaultStorageClass admission fills in the
-    default class when the field was left out (an explicit "" is kept: it means "PVs without a class")."""
+def claim_for_class(name: str, request: str, access_modes: list[str], class_name: str, *,
+                    default: bool = True) -> dict:
+    """The demo claim: without ``storageClassName`` when the class is the default (admission writes it
+    in), else naming ``class_name``."""
+    return claim(name, request, access_modes, storage_class=None if default else class_name)
+
+
+def admitted_class(plan: Plan, namespace: str, sent: dict) -> pd.DataFrame | None:
+    """A check step: the claim's storageClassName as sent beside as stored. DefaultStorageClass admission
+    fills in the default class when the field was left out (an explicit "" is kept: it means "PVs
+    without a class"). None in a dry run."""
+    return plan.check(f"admitted-{sent['metadata']['name']}", "the class admission wrote into the claim",
+                      lambda: admitted_class_of(plan.api, namespace, sent))
+
+
+def admitted_class_of(api, namespace: str, sent: dict) -> pd.DataFrame:
     name = sent["metadata"]["name"]
     stored = client.CoreV1Api(api).read_namespaced_persistent_volume_claim(name, namespace)
     asked = sent["spec"].get("storageClassName")
@@ -162,19 +151,34 @@ def admitted_class(api, namespace: str, sent: dict) -> pd.DataFrame:
                           "phase": stored.status.phase}])
 
 
-def wait_provisioned(api, namespace: str, name: str, *, timeout: float = 90) -> str:
-    """Watch the claim until it is Bound to a provisioned PV; returns the PV's name."""
-    pvc = wait_claim_phase(api, namespace, name, "Bound", timeout=timeout)
-    return pvc["spec"]["volumeName"]
+def provisioned_volume(api, namespace: str, name: str, *, timeout: float = 90) -> str:
+    """Watch the claim until it is Bound to a provisioned PV; returns the PV's name. Stops within
+    seconds when nothing will provision one (see :func:`kubebook.storage.binding.blocked`)."""
+    return claim_bound(api, namespace, name, timeout=timeout)["spec"]["volumeName"]
 
 
-def wait_volume_gone(api, name: str, *, timeout: float = 90) -> str:
-    """Watch until the reclaim policy Delete removed the PV."""
-    wait_volume_phase(api, name, None, timeout=timeout)
-    return f"PV {name} deleted by the PV controller"
+def wait_provisioned(plan: Plan, namespace: str, name: str, *, timeout: float = 90) -> str | None:
+    """:func:`provisioned_volume` as a wait step: the PV's name, None in a dry run."""
+    return plan.wait(f"provisioned-{name}", f"a PV is provisioned for claim {namespace}/{name} and bound to it",
+                     lambda: provisioned_volume(plan.api, namespace, name, timeout=timeout))
 
 
-def volume_directory(api, name: str) -> pd.DataFrame:
+def wait_reclaimed(plan: Plan, volume: str | None, *, reclaim_policy: str = "Delete", timeout: float = 90) -> str | None:
+    """After the claim went: with ``Delete`` wait until the PV controller removed the provisioned PV
+    (and the provisioner its storage); with ``Retain`` until the PV is Released (it stays, with its
+    data: delete it yourself once the data is dealt with)."""
+    def act() -> str:
+        if reclaim_policy == "Delete":
+            wait_volume_phase(plan.api, volume, None, timeout=timeout)
+            return f"PV {volume} deleted by the PV controller"
+        wait_volume_phase(plan.api, volume, "Released", timeout=timeout)
+        return f"PV {volume} Released and kept (kubectl delete pv {volume} once its data is dealt with)"
+
+    what = "is deleted (reclaimPolicy Delete)" if reclaim_policy == "Delete" else "is Released and kept (Retain)"
+    return plan.wait(f"reclaimed-{volume or 'pv'}", f"the provisioned PV {volume or ''} {what}".replace("  ", " "), act)
+
+
+def volume_directory(api, name: str | None) -> pd.DataFrame:
     """A hostPath PV's directory and whether it exists on this machine.
 
     Only meaningful where kube-controller-manager runs here (the lab): the host-path provisioner makes
@@ -182,14 +186,17 @@ def volume_directory(api, name: str) -> pd.DataFrame:
     provisioner's backing store (for NFS: the export).
     """
     from .volumes import get_volume
-    pv = get_volume(api, name)
+    pv = get_volume(api, name) if name else None
     path = (((pv or {}).get("spec") or {}).get("hostPath") or {}).get("path", "")
-    return pd.DataFrame([{"pv": name, "pv exists": pv is not None, "directory": path or "(not a hostPath PV)",
+    return pd.DataFrame([{"pv": name or "(none: dry run)", "pv exists": pv is not None,
+                          "directory": path or "(not a hostPath PV)",
                           "directory exists here": bool(path) and Path(path).is_dir()}])
 
 
-def directory_exists(path: str) -> pd.DataFrame:
-    return pd.DataFrame([{"directory": path, "exists here": Path(path).is_dir()}])
+def directory_now(before: pd.DataFrame) -> pd.DataFrame:
+    """Whether the directory :func:`volume_directory` found still exists on this machine."""
+    path = str(before["directory"][0])
+    return pd.DataFrame([{"directory": path, "exists here": path.startswith("/") and Path(path).is_dir()}])
 
 
 # ---- the course's nfs-client-provisioner (shown, not applied: it needs a reachable NFS export) ----------
@@ -264,10 +271,19 @@ def objects_table(objects: list[dict]) -> pd.DataFrame:
                           "name": o["metadata"]["name"], "why": why.get(o["kind"], "")} for o in objects])
 
 
-def plan_shown_only(objects: list[dict], plan: Plan) -> None:
-    """Add a step per object that is only ever described (no action): the dry run of the course's setup."""
+def manifest(objects: list[dict]) -> str:
+    """The objects as one multi-document YAML manifest (secrets masked), as ``kubectl apply -f`` takes it."""
+    from ..show import as_yaml
+    return "---\n".join(as_yaml(o) for o in objects)
+
+
+def plan_shown_only(objects: list[dict]) -> pd.DataFrame:
+    """The course's setup as a table of steps that are only ever described (no action, no cluster):
+    one row per object, status ``shown only``."""
+    rows = []
     for o in objects:
         ns = o["metadata"].get("namespace")
-        plan.step(f"nfs-{o['kind'].lower()}", f"create {o['kind']} {(ns + '/') if ns else ''}{o['metadata']['name']}"
-                  " (shown only: needs an NFS server)", None,
-                  command=f"kubectl apply -f {o['kind'].lower()}.yaml")
+        rows.append({"step": f"nfs-{o['kind'].lower()}", "what": f"create {o['kind']} "
+                     f"{(ns + '/') if ns else ''}{o['metadata']['name']}", "command":
+                     f"kubectl apply -f {o['kind'].lower()}.yaml", "status": "shown only (needs an NFS server)"})
+    return pd.DataFrame(rows, columns=["step", "what", "command", "status"])

@@ -1,35 +1,34 @@
 """PersistentVolumes and claims as objects, their phases watched, and the admin's Retain round trip.
 
-    pv = persistent_volume("nfs-pv", "1Gi", ["ReadWriteMany"], nfs=("127.0.0.1", "/data/k8s/nginx"))
-    apply_volume(api, pv, plan=plan)                     # kubectl create -f pv-nfs.yaml (kept if it exists)
-    apply_claim(api, "luffy-storage", claim("pvc-nfs", "1Gi", ["ReadWriteMany"]), plan=plan)
-    phases = PhaseLog(api, "nfs-pv")
-    phases.wait("Bound")                                 # watch until the PV is Bound
-    delete_claim(api, "luffy-storage", "pvc-nfs", backup_dir="backups/storage", plan=plan)
-    phases.wait("Released"); make_available(api, "nfs-pv", plan=plan); phases.wait("Available")
+    pv = persistent_volume("kubebook-nfs-pv", "1Gi", ["ReadWriteMany"], nfs=("127.0.0.1", "/data/k8s/nginx"))
+    apply_volume(plan, pv)                                   # a step: kubectl create -f (kept if it exists)
+    apply_claim(plan, "kubebook-storage", claim("pvc-nfs", "1Gi", ["ReadWriteMany"]))
+    phases = PhaseLog(plan, "kubebook-nfs-pv")
+    phases.wait("Bound", claim=("kubebook-storage", "pvc-nfs"))  # watch; says at once why it cannot bind
+    delete_claim(plan, "kubebook-storage", "pvc-nfs")        # only a claim this run created
+    phases.wait("Released"); make_available(plan, "kubebook-nfs-pv"); phases.wait("Available")
     phases.plot()
 
-Everything that changes the cluster is a step of a :class:`kubebook.plan.Plan` when given ``plan=``.
+Everything that changes the cluster is a step of a :class:`kubebook.plan.Plan`: created objects
+are recorded and removed at clean-up, pre-existing ones are backed up before a change and put
+back. Reads take an ApiClient; ``wait_volume_phase``/``wait_claim_phase`` are the plain watches.
 """
 from __future__ import annotations
 
-import os
 import re
 import time
-from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pandas as pd
 import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from ..connect import create_or_keep
 from ..errors import KubebookError
-from ..plan import Plan, perform
-from ..safety import mask, write_private
+from ..objects import Ref, objects
+from ..plan import Plan
 from ..scheduling.workloads import IMAGE
-from ..waits import wait_for
+from ..waits import WaitTimeout, wait_for
 
 ACCESS_MODES = ("ReadWriteOnce", "ReadOnlyMany", "ReadWriteMany", "ReadWriteOncePod")
 RECLAIM_POLICIES = ("Retain", "Delete", "Recycle")
@@ -96,6 +95,27 @@ def persistent_volume(name: str, capacity: str, access_modes: list[str], *, recl
     return {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": metadata, "spec": spec}
 
 
+VOLUME_LABEL = "kubebook.io/volume"  # a demo PV's own label: its claim selects it, so it can take no other PV
+
+
+def demo_volume(name: str, capacity: str, access_modes: list[str], *, reclaim_policy: str = "Retain",
+                host_path: str = "", nfs_server: str = "", nfs_path: str = "") -> dict:
+    """A demo PV labelled with its own name, backed by NFS when ``nfs_server`` is set, else by ``host_path``."""
+    pv = persistent_volume(name, capacity, access_modes, reclaim_policy=reclaim_policy,
+                           host_path="" if nfs_server else host_path,
+                           nfs=(nfs_server, nfs_path) if nfs_server else None, labels={VOLUME_LABEL: name})
+    return pv
+
+
+def claim_for(volume: dict, name: str, request: str) -> dict:
+    """A claim that only ``volume`` can satisfy: no class, its access modes, and a selector on its labels.
+
+    The binder still matches by its rules (class, size, modes, selector), but no PV that is not the
+    demo's can ever be taken (and later released or deleted) by the demo."""
+    return claim(name, request, volume["spec"]["accessModes"], storage_class="",
+                 selector={"matchLabels": dict(volume["metadata"].get("labels") or {})})
+
+
 def claim(name: str, request: str, access_modes: list[str], *, storage_class: str | None = "",
           volume_mode: str = "Filesystem", selector: dict | None = None, volume_name: str = "") -> dict:
     """A PVC. ``storage_class=""`` asks for PVs without a class; ``None`` leaves the field out, so the
@@ -155,8 +175,9 @@ def _modes(spec: dict) -> str:
 def volume_table(api, names: list[str] | None = None) -> pd.DataFrame:
     """``kubectl get pv`` as a table (only ``names`` when given)."""
     rows = []
+    wanted = None if names is None else [n for n in names if n]
     for pv in client.CoreV1Api(api).list_persistent_volume().items:
-        if names is not None and pv.metadata.name not in names:
+        if wanted is not None and pv.metadata.name not in wanted:
             continue
         ref = pv.spec.claim_ref
         source = "hostPath " + pv.spec.host_path.path if pv.spec.host_path else \
@@ -186,7 +207,8 @@ def claim_table(api, namespace: str) -> pd.DataFrame:
 # ---- waiting on phases ----------------------------------------------------------------------------
 
 
-def wait_volume_phase(api, name: str, phase: str | tuple[str, ...] | None, *, timeout: float = 90) -> dict | None:
+def wait_volume_phase(api, name: str, phase: str | tuple[str, ...] | None, *, timeout: float = 90,
+                      diagnose: Callable[[dict], str | None] | None = None) -> dict | None:
     """Watch the PV until its phase is ``phase`` (or one of several; ``None``: until it is gone); returns it."""
     wanted = (phase,) if isinstance(phase, str) else phase
 
@@ -194,43 +216,79 @@ def wait_volume_phase(api, name: str, phase: str | tuple[str, ...] | None, *, ti
         pv = pvs.get(name)
         return pv is None if wanted is None else bool(pv) and (pv.get("status") or {}).get("phase") in wanted
     pvs = wait_for(api, "persistentvolumes", done, field_selector=f"metadata.name={name}", timeout=timeout,
-                   what=f"PV {name} " + (f"in phase {' or '.join(wanted)}" if wanted else "gone"))
+                   what=f"PV {name} " + (f"in phase {' or '.join(wanted)}" if wanted else "gone"), diagnose=diagnose)
     return pvs.get(name)
 
 
-def wait_claim_phase(api, namespace: str, name: str, phase: str | None, *, timeout: float = 90) -> dict | None:
+def wait_claim_phase(api, namespace: str, name: str, phase: str | None, *, timeout: float = 90,
+                     diagnose: Callable[[dict], str | None] | None = None) -> dict | None:
     """Watch the claim until its phase is ``phase`` (``None``: until it is gone); returns it."""
     def done(pvcs: dict[str, dict]) -> bool:
         pvc = pvcs.get(name)
         return pvc is None if phase is None else bool(pvc) and (pvc.get("status") or {}).get("phase") == phase
     pvcs = wait_for(api, "persistentvolumeclaims", done, namespace=namespace,
                     field_selector=f"metadata.name={name}", timeout=timeout,
-                    what=f"claim {namespace}/{name} " + (f"in phase {phase}" if phase else "gone"))
+                    what=f"claim {namespace}/{name} " + (f"in phase {phase}" if phase else "gone"), diagnose=diagnose)
     return pvcs.get(name)
 
 
-def wait_bound(api, namespace: str, name: str, *, timeout: float = 90) -> str:
-    """Watch until the claim is Bound; says to which PV."""
-    pvc = wait_claim_phase(api, namespace, name, "Bound", timeout=timeout)
-    return f"claim {namespace}/{name} Bound to PV {pvc['spec']['volumeName']}"
+def claim_bound(api, namespace: str, name: str, *, timeout: float = 90) -> dict:
+    """Watch the claim until it is Bound; returns it. Stops within seconds when it cannot bind as
+    things are (no PV passes the binder's rules and nothing will provision one: see
+    :func:`kubebook.storage.binding.blocked`)."""
+    from .binding import claim_diagnosis
+    return wait_claim_phase(api, namespace, name, "Bound", timeout=timeout,
+                            diagnose=claim_diagnosis(api, namespace, name))
 
 
-def wait_available(api, name: str, *, timeout: float = 90) -> str:
-    """Watch until the PV controller has seen the new PV (Available): a claim naming it before that
+NUDGE_ANNOTATION = "kubebook.io/looked-at"
+NUDGE_AFTER = 2.0  # seconds a claim this run made may stay unbound before the wait touches it
+
+
+def wait_bound(plan: Plan, namespace: str, name: str, *, timeout: float = 90) -> dict | None:
+    """:func:`claim_bound` as a wait step of ``plan``: the bound claim, None in a dry run.
+
+    The PV controller binds a claim when it syncs it: on every change of the claim, else at its
+    periodic pass (15 s). When it looked too early (a PV it had not seen yet in its cache) the claim
+    waits for that pass; so if a claim this run created is still unbound after ``NUDGE_AFTER``
+    seconds, the wait annotates it (``kubebook.io/looked-at``), which makes the controller look at
+    once. Someone else's claim is never touched."""
+    ref = Ref("PersistentVolumeClaim", name, namespace)
+
+    def act() -> dict:
+        try:
+            return claim_bound(plan.api, namespace, name, timeout=NUDGE_AFTER)
+        except WaitTimeout:
+            pass
+        current = objects(plan.api).get(ref)
+        if current is not None and plan.covers(ref) and plan.record.owns(ref, current):
+            objects(plan.api).patch(ref, {"metadata": {"annotations": {NUDGE_ANNOTATION: f"{time.time():.0f}"}}})
+        return claim_bound(plan.api, namespace, name, timeout=max(1.0, timeout - NUDGE_AFTER))
+
+    return plan.wait(f"bound-{name}", f"claim {namespace}/{name} is Bound (or the binder's rules say why it "
+                     "cannot be)", act)
+
+
+def wait_available(plan: Plan, name: str, *, timeout: float = 90) -> str | None:
+    """Wait until the PV controller has seen the new PV (Available): a claim naming it before that
     waits for the controller's next resync (up to 15 s) instead of binding at once."""
-    wait_volume_phase(api, name, ("Available", "Bound"), timeout=timeout)
-    return f"PV {name} Available"
+    def act() -> str:
+        wait_volume_phase(plan.api, name, ("Available", "Bound"), timeout=timeout)
+        return f"PV {name} Available"
+
+    return plan.wait(f"available-{name}", f"PV {name} is Available", act)
 
 
 class PhaseLog:
     """The phases a PV went through, each observed by a watch, with seconds since the log started.
 
-    The binder acts on events, but some transitions wait for its periodic resync
-    (``--pvclaimbinder-sync-period``, 15 s by default): hence watches with generous timeouts.
+    Each :meth:`wait` is a wait step of the plan (described in a dry run). The binder acts on
+    events; a wait for ``Bound`` with the claim named stops early, saying why, when the binder's
+    rules say the claim cannot bind.
     """
 
-    def __init__(self, api, volume: str):
-        self.api, self.volume = api, volume
+    def __init__(self, plan: Plan, volume: str):
+        self.plan, self.volume = plan, volume
         self.started = time.monotonic()
         self.rows: list[dict] = []
 
@@ -238,150 +296,104 @@ class PhaseLog:
         self.rows.append({"seconds": round(time.monotonic() - self.started, 2), "type": phase,
                           "key": note or phase})
 
-    def wait(self, phase: str | tuple[str, ...], note: str = "", *, timeout: float = 90) -> str:
+    def wait(self, phase: str | tuple[str, ...], note: str = "", *, timeout: float = 90,
+             claim: tuple[str, str] | None = None) -> str | None:
         """Watch until the PV is in ``phase`` (or one of several) and log it; returns the phase seen."""
-        pv = wait_volume_phase(self.api, self.volume, phase, timeout=timeout)
-        seen = pv["status"]["phase"]
-        ref = (pv.get("spec") or {}).get("claimRef")
-        self.record(seen, note or (f"{ref['namespace']}/{ref['name']}" if ref else "no claim"))
-        return f"PV {self.volume} is {seen}" + (f", claimed by {ref['namespace']}/{ref['name']}" if ref else "")
+        wanted = phase if isinstance(phase, str) else " or ".join(phase)
+
+        def act() -> str:
+            diagnose = None
+            if claim:
+                from .binding import claim_diagnosis
+                diagnose = claim_diagnosis(self.plan.api, *claim)
+            pv = wait_volume_phase(self.plan.api, self.volume, phase, timeout=timeout, diagnose=diagnose)
+            seen = pv["status"]["phase"]
+            ref = (pv.get("spec") or {}).get("claimRef")
+            self.record(seen, note or (f"{ref['namespace']}/{ref['name']}" if ref else "no claim"))
+            return f"PV {self.volume} is {seen}" + (f", claimed by {ref['namespace']}/{ref['name']}" if ref else "")
+
+        return self.plan.wait(f"pv-{self.volume}-{wanted.replace(' or ', '-').lower()}",
+                              f"PV {self.volume} is {wanted}", act)
 
     def table(self) -> pd.DataFrame:
         return pd.DataFrame(self.rows, columns=["seconds", "type", "key"]).rename(
             columns={"type": "phase", "key": "observed"})
 
     def plot(self, title: str = ""):
+        """The phases on a time axis; None when nothing was observed (a dry run)."""
+        if not self.rows:
+            return None
+        import matplotlib.pyplot as plt
         from ..show import timeline
-        return timeline(pd.DataFrame(self.rows, columns=["seconds", "type", "key"]),
-                        title=title or f"PV {self.volume}: phases as the watch saw them")
+        fig = timeline(pd.DataFrame(self.rows, columns=["seconds", "type", "key"]),
+                       title=title or f"PV {self.volume}: phases as the watch saw them")
+        plt.close(fig)
+        return fig
 
 
 # ---- changing ----------------------------------------------------------------------------------------
 
 
-def apply_volume(api, body: dict, *, plan: Plan | None = None) -> str | None:
+def apply_volume(plan: Plan, body: dict) -> str | None:
     """Create the PV, or keep it when it exists (its source and capacity are not edited in place)."""
     name = body["metadata"]["name"]
-    spec = body["spec"]
-
-    def act() -> str:
-        return create_or_keep(client.CoreV1Api(api).create_persistent_volume, body)
-
-    return perform(plan, f"create-pv-{name}", f"create PV {name}: {spec['capacity']['storage']} {_modes(spec)}, "
-                 f"reclaim {spec['persistentVolumeReclaimPolicy']}, class {spec.get('storageClassName') or '(none)'}",
-                 act, f"kubectl create -f {name}.yaml")
+    return plan.create(body, step=f"create-pv-{name}", command=f"kubectl create -f {name}.yaml")
 
 
-def apply_claim(api, namespace: str, body: dict, *, plan: Plan | None = None) -> str | None:
+def apply_claim(plan: Plan, namespace: str, body: dict) -> str | None:
     """Create the claim, or keep it when it exists (a claim's spec is immutable once bound)."""
     name = body["metadata"]["name"]
-    spec = body["spec"]
-    cls = spec.get("storageClassName")
-
-    def act() -> str:
-        return create_or_keep(client.CoreV1Api(api).create_namespaced_persistent_volume_claim, namespace, body)
-
-    return perform(plan, f"create-pvc-{name}", f"create claim {namespace}/{name}: "
-                 f"{spec['resources']['requests']['storage']} {_modes(spec)}, class "
-                 f"{'(default, filled in by admission)' if cls is None else cls or '(none)'}",
-                 act, f"kubectl -n {namespace} create -f {name}.yaml")
+    return plan.create(body, namespace, step=f"create-pvc-{name}", command=f"kubectl -n {namespace} create -f {name}.yaml")
 
 
-def resolve_backup_dir(backup_dir: str | Path = "") -> Path:
-    """Where backups go: ``backup_dir`` made absolute, or by default ``$XDG_STATE_HOME/kubebook/backups/storage``
-    (``~/.local/state/...``), outside any repository and kept across runs."""
-    if backup_dir:
-        return Path(backup_dir).expanduser().resolve()
-    state = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
-    return state / "kubebook" / "backups" / "storage"
+def delete_claim(plan: Plan, namespace: str, name: str, *, timeout: float = 120) -> str | None:
+    """Delete the claim if this run created it (one that existed before is kept: its data may matter)
+    and wait until it is gone. The pvc-protection finalizer keeps a claim while a Pod uses it:
+    delete the Pods first."""
+    return plan.delete(Ref("PersistentVolumeClaim", name, namespace), step=f"delete-pvc-{name}", timeout=timeout,
+                       command=f"kubectl -n {namespace} delete pvc {name}")
 
 
-def backup(obj: dict, backup_dir: str | Path) -> Path:
-    """Write ``obj`` as YAML (server-set fields dropped, so it can be created again) into ``backup_dir``."""
-    kept = {k: v for k, v in obj.items() if k != "status"}
-    meta = {k: v for k, v in obj["metadata"].items()
-            if k in ("name", "namespace", "labels", "annotations")}
-    kept["metadata"] = meta
-    stamp = time.strftime("%Y%m%dT%H%M%S")
-    ns = f"{meta['namespace']}-" if meta.get("namespace") else ""
-    stem = Path(backup_dir) / f"{obj['kind'].lower()}-{ns}{meta['name']}-{stamp}"
-    path, n = stem.with_name(stem.name + ".yaml"), 1
-    while path.exists():  # two backups in one second: keep both
-        path, n = stem.with_name(f"{stem.name}-{n}.yaml"), n + 1
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return write_private(path, yaml.safe_dump(mask(kept), sort_keys=False))
+def release_claim(plan: Plan, namespace: str, name: str, *, when: bool = True, timeout: float = 120) -> str | None:
+    """The first clean-up step of a demo: delete the claim this run created, so the PVs it bound are
+    free to go (a PV bound to a claim keeps the ``kubernetes.io/pv-protection`` finalizer until the
+    claim is gone). Nothing when ``when`` is false (everything stays, as ``plan.cleanup(when=False)`` says)."""
+    return delete_claim(plan, namespace, name, timeout=timeout) if when else None
 
 
-def delete_claim(api, namespace: str, name: str, *, backup_dir: str | Path, plan: Plan | None = None,
-                 timeout: float = 120) -> str | None:
-    """Back up the claim and its PV, delete the claim and wait until it is gone.
-
-    The pvc-protection finalizer keeps a claim while a Pod uses it: delete the Pods first.
-    """
-    def act() -> str:
-        pvc = get_claim(api, namespace, name)
-        if pvc is None:
-            return "already gone"
-        saved = [backup({"kind": "PersistentVolumeClaim", "apiVersion": "v1", **pvc}, backup_dir)]
-        volume = (pvc.get("spec") or {}).get("volumeName")
-        pv = get_volume(api, volume) if volume else None
-        if pv:
-            saved.append(backup({"kind": "PersistentVolume", "apiVersion": "v1", **pv}, backup_dir))
-        try:
-            client.CoreV1Api(api).delete_namespaced_persistent_volume_claim(name, namespace)
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
-        wait_claim_phase(api, namespace, name, None, timeout=timeout)
-        return "deleted; backup: " + ", ".join(str(p) for p in saved)
-
-    return perform(plan, f"delete-pvc-{name}", f"back up claim {namespace}/{name} and its PV into {backup_dir}, "
-                 "then delete the claim", act, f"kubectl -n {namespace} delete pvc {name}")
+def remove_users(plan: Plan, namespace: str, deployment: str, *, timeout: float = 120) -> str | None:
+    """Delete the Deployment that mounts a claim, so the claim can go (the ``kubernetes.io/pvc-protection``
+    finalizer holds a claim while a Pod uses it). One that existed before the run is backed up first
+    and re-created at clean-up."""
+    return plan.delete(Ref("Deployment", deployment, namespace), step=f"delete-{deployment}", timeout=timeout,
+                       existing="backup", restore=True, command=f"kubectl -n {namespace} delete deployment {deployment}")
 
 
-def delete_volume(api, name: str, *, backup_dir: str | Path, plan: Plan | None = None,
-                  timeout: float = 120) -> str | None:
-    """Back up the PV and delete the object (a Retain PV's data stays where it is)."""
-    def act() -> str:
-        pv = get_volume(api, name)
-        if pv is None:
-            return "already gone"
-        saved = backup({"kind": "PersistentVolume", "apiVersion": "v1", **pv}, backup_dir)
-        try:
-            client.CoreV1Api(api).delete_persistent_volume(name)
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
-        wait_volume_phase(api, name, None, timeout=timeout)
-        return f"deleted; backup: {saved}"
-
-    return perform(plan, f"delete-pv-{name}", f"back up PV {name} into {backup_dir}, then delete it", act,
-                 f"kubectl delete pv {name}")
+def delete_volume(plan: Plan, name: str, *, timeout: float = 120) -> str | None:
+    """Delete the PV if this run created it (a Retain PV's data stays where it is)."""
+    return plan.delete(Ref("PersistentVolume", name), step=f"delete-pv-{name}", timeout=timeout,
+                       command=f"kubectl delete pv {name}")
 
 
-def make_available(api, name: str, *, plan: Plan | None = None) -> str | None:
+def make_available(plan: Plan, name: str) -> str | None:
     """The admin's step after a Retain PV was Released: drop its claimRef so the binder offers it again.
 
     Do it only once the data left by the old claim has been dealt with (kept, copied or wiped):
-    the next claim gets the volume as it is.
+    the next claim gets the volume as it is. The patch is conditional on the version read, so a PV
+    someone re-bound meanwhile is never changed.
     """
-    def act() -> str:
-        pv = get_volume(api, name)
-        if pv is None:
-            raise KubebookError(f"PV {name} not found")
+    def edit(pv: dict) -> dict | None:
         phase = (pv.get("status") or {}).get("phase")
-        if phase == "Available":
-            return "already Available"
+        if phase == "Available" and not (pv.get("spec") or {}).get("claimRef"):
+            return None
         if phase != "Released":
             raise KubebookError(f"PV {name} is {phase}, not Released: its claim still exists")
-        # JSON patch with a test: only this Released state is changed, never a PV someone re-bound meanwhile
-        client.CoreV1Api(api).patch_persistent_volume(name, [
-            {"op": "test", "path": "/metadata/resourceVersion", "value": pv["metadata"]["resourceVersion"]},
-            {"op": "remove", "path": "/spec/claimRef"}])
-        return "claimRef removed"
+        return {"spec": {"claimRef": None}}
 
-    return perform(plan, f"release-{name}", f"remove PV {name}'s claimRef so it becomes Available again", act,
-                 f"kubectl patch pv {name} --type json -p '[{{\"op\":\"remove\",\"path\":\"/spec/claimRef\"}}]'")
+    return plan.modify(Ref("PersistentVolume", name), edit, step=f"release-{name}",
+                       description=f"remove PV {name}'s claimRef so it becomes Available again",
+                       command=f"kubectl patch pv {name} --type json -p "
+                               "'[{\"op\":\"remove\",\"path\":\"/spec/claimRef\"}]'")
 
 
 # ---- where kubelet puts volumes ---------------------------------------------------------------------
