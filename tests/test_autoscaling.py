@@ -38,17 +38,18 @@ def test_hpa_body_matches_the_course_object():
     assert body["spec"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"] == 300
 
 
-def test_hpa_body_leaves_out_a_metric_set_to_none():
+def test_hpa_body_leaves_out_a_metric_set_to_none_or_zero():
     body = hpa.hpa_body("web", memory=None, cpu=50, scale_down_window=30)
     assert [m["resource"]["name"] for m in body["spec"]["metrics"]] == ["cpu"]
     assert body["spec"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"] == 30
+    assert [m["resource"]["name"] for m in hpa.hpa_body("web", memory=0)["spec"]["metrics"]] == ["cpu"]
 
 
 @pytest.mark.parametrize("kwargs, message", [
     ({"min_replicas": 0}, "min_replicas <= max_replicas"),
     ({"min_replicas": 4, "max_replicas": 3}, "min_replicas <= max_replicas"),
     ({"cpu": None, "memory": None}, "at least one metric"),
-    ({"cpu": 0}, "percentage"),
+    ({"cpu": -1}, "percentage"),
     ({"cpu": True}, "percentage"),
     ({"scale_down_window": -1}, "scale_down_window"),
     ({"max_replicas": 5000}, "max_replicas"),
@@ -70,18 +71,21 @@ def test_bad_replica_counts_are_rejected(replicas):
         scale.check_replicas(replicas)
 
 
+def _quiet_plan(**kwargs):
+    return Plan(target="kubebook-hpa", kind="namespace", log=lambda _: None, **kwargs)
+
+
 def test_scale_validates_before_touching_the_api():
-    # api=None: a validation error must come before any request
+    # a plan without a cluster: a validation error must come before any request
     with pytest.raises(KubebookError, match="whole number"):
-        scale.scale(None, "luffy", "eladmin-web", -2)
+        scale.scale(_quiet_plan(), "kubebook-hpa", "eladmin-web", -2)
 
 
-def test_scale_is_a_dry_run_without_confirm():
-    lines = []
-    plan = Plan(target="eladmin-web", kind="deployment", log=lines.append)
-    assert scale.scale(None, "luffy", "eladmin-web", 3, plan=plan) is None  # no API call in a dry run
-    assert plan.table()["status"].tolist() == ["planned"]
-    assert "kubectl -n luffy scale deployment eladmin-web --replicas=3" in "\n".join(lines)
+def test_scale_past_max_not_above_the_maximum_is_only_described():
+    plan = _quiet_plan()
+    assert hpa.scale_past_max(plan, "kubebook-hpa", "web", replicas=3, max_replicas=3) is None
+    assert plan.table()[["status", "what"]].values.tolist() == [
+        ["planned", "scale past maxReplicas: skipped (3 is not above 3)"]]
 
 
 def test_autoscale_command_is_the_cpu_only_equivalent():
@@ -182,12 +186,70 @@ def test_registration_uses_an_external_name_service():
 
 def test_simulate_load_rejects_a_bad_quantity_before_touching_the_api():
     with pytest.raises(ValueError):
-        hpa.simulate_load(None, "luffy", "app=web", cpu="lots")
+        hpa.simulate_load(None, None, "kubebook-hpa", "app=web", cpu="lots")
+
+
+class _Target:
+    def __init__(self, lab=None):
+        self.lab = lab
+
+
+def test_simulated_load_and_its_wait_are_only_described_outside_a_lab():
+    plan = _quiet_plan(confirm="kubebook-hpa")  # acting: still nothing runs, there is no lab to simulate on
+    assert hpa.simulate_load(plan, _Target(), "kubebook-hpa", "app=web", cpu="250m") is None
+    assert hpa.wait_scaled(plan, _Target(), "kubebook-hpa", "hpa-web", "web", 3) is None
+    table = plan.table()
+    assert table["status"].tolist() == ["planned", "planned"]
+    assert "yourself" in table.loc[0, "what"] and "get hpa hpa-web -w" in table.loc[1, "command"]
+
+
+def test_the_addon_scope_is_the_apiservice_on_a_lab_only():
+    assert metrics.addon_scope(_Target(lab=object())) == ["apiservice/v1beta1.metrics.k8s.io"]
+    assert metrics.addon_scope(_Target()) == []
+
+
+# ---- diagnoses, from recorded objects --------------------------------------------------------------
+
+def test_no_apiservice_or_an_unavailable_one_blocks_metrics_waits():
+    assert "does not exist" in metrics.apiservice_blocked(None)
+    unavailable = {"spec": {"service": {"namespace": "kube-system", "name": "metrics-server"}},
+                   "status": {"conditions": [{"type": "Available", "status": "False", "reason": "MissingEndpoints",
+                                              "message": "endpoints for service/metrics-server not found"}]}}
+    reason = metrics.apiservice_blocked(unavailable)
+    assert "not Available (MissingEndpoints" in reason and "kube-system/metrics-server" in reason
+    available = {"status": {"conditions": [{"type": "Available", "status": "True"}]}}
+    assert metrics.apiservice_blocked(available) is None
+
+
+def test_hpa_conditions_that_cannot_resolve_themselves():
+    missing = {"status": {"conditions": [{"type": "ScalingActive", "status": "False",
+                                          "reason": "FailedGetResourceMetric",
+                                          "message": "failed to get cpu utilization: missing request for cpu"}]}}
+    assert "give every container a request" in hpa.condition_blocked(missing)
+    no_samples = {"status": {"conditions": [{"type": "ScalingActive", "status": "False",
+                                             "reason": "FailedGetResourceMetric",
+                                             "message": "unable to get metrics for resource cpu: no metrics returned"}]}}
+    assert hpa.condition_blocked(no_samples) is None  # a new Pod without samples yet: it will come
+    cannot_scale = {"status": {"conditions": [{"type": "AbleToScale", "status": "False", "reason": "FailedGetScale",
+                                               "message": "deployments/scale.apps \"web\" not found"}]}}
+    assert "cannot scale its target (FailedGetScale" in hpa.condition_blocked(cannot_scale)
+    assert hpa.condition_blocked(RECORDED_HPA) is None
+
+
+def test_timeline_merges_the_hpa_decision_with_the_deployments_ready_count():
+    import pandas as pd
+    row = {k: v for k, v in hpa.summary(RECORDED_HPA).items()}
+    decided = pd.DataFrame([{"seconds": 0.0, **row, "desired": 1}, {"seconds": 15.0, **row, "desired": 3}])
+    ready = pd.DataFrame([{"seconds": 15.1, "ready": 1}, {"seconds": 15.3, "ready": 2}, {"seconds": 15.4, "ready": 3}])
+    merged = hpa.merge_timeline(decided, ready, ready_before=1)
+    assert merged[["seconds", "desired", "ready"]].values.tolist() == [[0.0, 1, 1], [15.0, 3, 1], [15.3, 3, 2],
+                                                                       [15.4, 3, 3]]
 
 
 def test_metrics_reader_role_is_namespaced_and_bound_to_the_service_account():
-    role, binding = metrics.reader_objects("luffy", "luffy-pods-admin")
-    assert (role["kind"], role["metadata"]["namespace"]) == ("Role", "luffy")
+    role, binding = metrics.reader_objects("kubebook-metrics", "luffy-pods-admin")
+    assert (role["kind"], role["metadata"]["namespace"]) == ("Role", "kubebook-metrics")
     assert {g for r in role["rules"] for g in r["apiGroups"]} == {"", "metrics.k8s.io"}
     assert binding["subjects"][0]["kind"] == "ServiceAccount"
-    assert (binding["subjects"][0]["name"], binding["subjects"][0]["namespace"]) == ("luffy-pods-admin", "luffy")
+    assert (binding["subjects"][0]["name"], binding["subjects"][0]["namespace"]) == ("luffy-pods-admin",
+                                                                                      "kubebook-metrics")

@@ -1,6 +1,7 @@
-"""Scaling workloads: by hand through the scale subresource, and automatically with a HorizontalPodAutoscaler.
+"""Scaling workloads: by hand through the Deployment's replica count, and automatically with a HorizontalPodAutoscaler.
 
-    scale.scale(api, "luffy", "eladmin-web", 3, plan=plan)        # kubectl scale deployment ... --replicas=3
-    timeline = scale.wait_replicas(api, "luffy", "eladmin-web", 3)  # watch until 3 replicas are ready
-    hpa.autoscale(api, "luffy", "eladmin-web", min_replicas=1, max_replicas=3, plan=plan)
+    scale.scale(plan, "kubebook-scaling", "eladmin-web", 3)          # kubectl scale deployment ... --replicas=3
+    scale.wait_replicas(plan, "kubebook-scaling", "eladmin-web", 3)  # watch until 3 replicas are ready
+    hpa.apply_hpa(plan, "kubebook-hpa", hpa.hpa_body("eladmin-web", min_replicas=1, max_replicas=3))
+    metrics.ensure_metrics(plan, target)                             # the metrics API (a lab add-on on a lab)
 """

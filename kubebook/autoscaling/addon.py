@@ -12,23 +12,12 @@ from __future__ import annotations
 
 import argparse
 import signal
-import subprocess
 import sys
 import time
-from pathlib import Path
 
+from .. import process
 from ..connect import api_client
 from . import kubelet_sim
-
-
-def proc_start_time(pid: int) -> int | None:
-    """Kernel start time of ``pid`` (clock ticks since boot), None when gone or a zombie."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat[stat.rindex(")") + 2:].split()
-    return None if fields[0] in ("Z", "X") else int(fields[19])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,25 +35,21 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, lambda *_: stopping.append("SIGINT"))
 
     server = kubelet_sim.serve(api_client(args.kubeconfig), args.sim_port)
-    child = subprocess.Popen([args.metrics_server, *args.metrics_server_args], stdin=subprocess.DEVNULL)
+    # metrics-server shares this process's log (stdout) and dies with it, even when it is SIGKILLed
+    child = process.start([args.metrics_server, *args.metrics_server_args], scratch=True)
     print(f"kubelet-sim on 127.0.0.1:{args.sim_port}; metrics-server pid {child.pid}", flush=True)
+    apiserver = process.Record(args.watch_pid, args.watch_start)
     code = 0
     while not stopping:
-        if child.poll() is not None:
-            print(f"metrics-server exited with {child.returncode}", flush=True)
-            code = child.returncode or 1
+        if not child.running:
+            print(f"metrics-server exited with {child.popen.returncode}", flush=True)
+            code = child.popen.returncode or 1
             break
-        if proc_start_time(args.watch_pid) != args.watch_start:
+        if not apiserver.alive():
             print("the lab's kube-apiserver is gone: stopping", flush=True)
             break
         time.sleep(1)
-    if child.poll() is None:
-        child.terminate()
-        try:
-            child.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
+    process.stop(child.record, timeout=15)
     server.shutdown()
     print(f"stopped ({', '.join(stopping) or 'see above'})", flush=True)
     return code

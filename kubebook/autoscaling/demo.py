@@ -1,18 +1,24 @@
-"""The course's demo workload for the scaling runbooks: Deployment ``eladmin-web`` in ``luffy``.
+"""The demo workload of the scaling runbooks: a Deployment (the course's ``eladmin-web``) in a kubebook namespace.
 
-The runbooks create it only when it is missing and remove only what they created, so on a
-cluster where the course's application already runs they scale the real one and leave it there.
+    ensure_demo(plan, "kubebook-hpa", "eladmin-web", requests={"cpu": "100m", "memory": "128Mi"})
+
+It is created only when missing; one that already exists (the course's application on a real
+cluster) is kept, and backed up before the run scales it, so clean-up puts its replica count
+back. Clean-up (``plan.cleanup()``) removes only what the run created.
 """
 from __future__ import annotations
 
-from kubernetes import client
-from kubernetes.client.exceptions import ApiException
-
+from ..objects import Ref, objects
 from ..plan import Plan
 from ..scheduling import workloads
-from .scale import check_name, check_replicas
+from .scale import check_replicas, wait_replicas
 
 DEFAULT_REQUESTS = {"cpu": "100m", "memory": "128Mi"}
+
+
+def requests(cpu: str, memory: str, wanted: bool = True) -> dict:
+    """The container requests of the demo Deployment (``{}`` when not ``wanted``: the HPA pre-flight then fails)."""
+    return {"cpu": cpu, "memory": memory} if wanted else {}
 
 
 def demo_deployment(name: str, *, replicas: int = 1, requests: dict | None = None) -> dict:
@@ -20,51 +26,26 @@ def demo_deployment(name: str, *, replicas: int = 1, requests: dict | None = Non
     return workloads.deployment(name, replicas=replicas, requests=DEFAULT_REQUESTS if requests is None else requests)
 
 
-def exists(api: client.ApiClient, namespace: str, name: str) -> bool:
-    try:
-        client.AppsV1Api(api).read_namespaced_deployment(name, namespace)
-        return True
-    except ApiException as exc:
-        if exc.status == 404:
-            return False
-        raise
+def ensure_demo(plan: Plan, namespace: str, name: str, *, replicas: int = 1, requests: dict | None = None,
+                timeout: float = 120) -> None:
+    """Steps: the namespace and the Deployment, each created if missing (kept if it exists), then a
+    wait until its replicas are ready.
 
-
-def ensure_demo(api: client.ApiClient, namespace: str, name: str, *, replicas: int = 1,
-                requests: dict | None = None, plan: Plan | None = None) -> dict:
-    """Create namespace and Deployment if missing; returns what was created (for :func:`cleanup_demo`).
-
-    ``requests`` are the container's resource requests (``{}``: none, to see the HPA pre-flight fail).
+    A Deployment that existed before the run is backed up now (its replica count is what later
+    steps, or an HPA, change) and put back at clean-up.
     """
-    check_name(namespace, "namespace")
-    check_name(name, "deployment")
     check_replicas(replicas)
-    created = {"namespace": False, "deployment": False}
-    namespace_missing = not _namespace_exists(api, namespace)
-    if namespace_missing or not exists(api, namespace, name):
-        created["namespace"] = bool(workloads.ensure_namespace(api, namespace, plan=plan))
-        body = demo_deployment(name, replicas=replicas, requests=requests)
-        workloads.apply_deployment(api, namespace, body, plan=plan)
-        created["deployment"] = plan is None or plan.acting
-    return created
-
-
-def _namespace_exists(api: client.ApiClient, namespace: str) -> bool:
-    try:
-        client.CoreV1Api(api).read_namespace(namespace)
-        return True
-    except ApiException as exc:
-        if exc.status == 404:
-            return False
-        raise
-
-
-def cleanup_demo(api: client.ApiClient, namespace: str, name: str, created: dict, *, plan: Plan | None = None,
-                 when: bool = True) -> None:
-    """Delete what :func:`ensure_demo` created (the namespace, or only the Deployment); nothing else."""
-    if not when:
-        return
-    if created.get("namespace"):
-        workloads.delete_namespace(api, namespace, plan=plan)
-    elif created.get("deployment"):
-        workloads.delete_deployment(api, namespace, name, plan=plan)
+    workloads.ensure_namespace(plan, namespace)
+    ref = Ref("Deployment", name, namespace)
+    existing = objects(plan.api).get(ref)
+    if existing is None or plan.record.owns(ref, existing):
+        plan.create(demo_deployment(name, replicas=replicas, requests=requests), namespace, step=f"deployment-{name}",
+                    command=f"kubectl -n {namespace} create deployment {name} --image={workloads.IMAGE} "
+                            f"--replicas={replicas}")
+    else:
+        # a merge patch that sets the count it already has: nothing changes, but the backup is taken
+        plan.modify(ref, lambda d: {"spec": {"replicas": (d.get("spec") or {}).get("replicas", 1)}},
+                    step=f"keep-{name}", description=f"keep Deployment {namespace}/{name} (it exists): back it up "
+                    "so clean-up puts its replica count back", command=f"kubectl -n {namespace} get deployment "
+                    f"{name} -o yaml > {name}.yaml")
+    wait_replicas(plan, namespace, name, timeout=timeout)

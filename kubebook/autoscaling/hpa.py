@@ -1,9 +1,13 @@
 """HorizontalPodAutoscaler (autoscaling/v2): pre-flight, create (``kubectl autoscale``), status, watch.
 
-    preflight(api, "luffy", "eladmin-web")          # containers × requests: can a utilization target work?
+    check_requests(api, "kubebook-hpa", "eladmin-web")   # containers × requests: can a utilization target work?
     body = hpa_body("eladmin-web", min_replicas=1, max_replicas=3, cpu=80, memory=80)
-    apply_hpa(api, "luffy", body, plan=plan)
-    conditions(api, "luffy", "hpa-eladmin-web")      # AbleToScale / ScalingActive / ScalingLimited
+    apply_hpa(plan, "kubebook-hpa", body)                # a step: created, or backed up and replaced
+    wait_active(plan, "kubebook-hpa", "hpa-eladmin-web") # ScalingActive=True, or why it cannot be
+    conditions(api, "kubebook-hpa", "hpa-eladmin-web")   # AbleToScale / ScalingActive / ScalingLimited
+    simulate_load(plan, target, ...); wait_scaled(plan, target, ...)   # lab: simulated load, the scale-out
+    scale_in_without_load(plan, target, ...)             # lab: load off, the window, the scale-in
+    watch_hpa(api, ...); follow_scaling(api, ...)        # the same watches without a plan (widgets, tests)
 
 A utilization target is a percentage *of the request*: the controller divides each Pod's usage
 (from metrics.k8s.io) by the sum of its containers' requests. A container without a request for
@@ -14,14 +18,16 @@ from __future__ import annotations
 import time
 
 import pandas as pd
-from kubernetes import client, watch
+from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from kubernetes.utils import parse_quantity
 
 from ..errors import KubebookError
+from ..objects import Ref
 from ..plan import Plan
-from ..waits import WaitTimeout
-from .scale import check_name, check_replicas
+from ..waits import wait_for
+from . import kubelet_sim, scale
+from .scale import autoscaler_of, check_name, check_replicas
 
 RESOURCES = ("cpu", "memory")
 DEFAULT_SCALE_DOWN_WINDOW = 300  # seconds; the controller's default (--horizontal-pod-autoscaler-downscale-stabilization)
@@ -60,12 +66,22 @@ def preflight_ok(table: pd.DataFrame, resources: tuple[str, ...] = RESOURCES) ->
     return bool(len(table)) and all(table[f"{r} utilization possible"].all() for r in resources)
 
 
+def check_requests(api: client.ApiClient, namespace: str, name: str, *, planned: dict | None = None,
+                   resources: tuple[str, ...] = RESOURCES) -> pd.DataFrame:
+    """:func:`preflight`, with one line saying whether utilization targets can work."""
+    table = preflight(api, namespace, name, resources, planned=planned)
+    print("utilization targets can work: every container requests " + " and ".join(resources)
+          if preflight_ok(table, resources) else
+          "a container lacks a request: a utilization target on that resource cannot work")
+    return table
+
+
 def hpa_body(target: str, *, min_replicas: int = 1, max_replicas: int = 3, cpu: int | None = 80,
              memory: int | None = 80, scale_down_window: int = DEFAULT_SCALE_DOWN_WINDOW,
              name: str = "") -> dict:
     """An autoscaling/v2 HPA for Deployment ``target``, named ``hpa-<target>`` as in the course.
 
-    ``cpu``/``memory`` are average utilization targets in percent of the requests (None: not used).
+    ``cpu``/``memory`` are average utilization targets in percent of the requests (0 or None: not used).
     ``scale_down_window`` is the scale-down stabilization window: the controller scales down only to
     the highest replica count it recommended during that many seconds, so a short dip in load does
     not remove Pods that the next peak needs again.
@@ -77,7 +93,7 @@ def hpa_body(target: str, *, min_replicas: int = 1, max_replicas: int = 3, cpu: 
         raise KubebookError(f"need 1 <= min_replicas <= max_replicas, got min {min_replicas}, max {max_replicas}")
     metrics = []
     for resource, percent in (("memory", memory), ("cpu", cpu)):
-        if percent is None:
+        if percent is None or (percent == 0 and not isinstance(percent, bool)):
             continue
         if isinstance(percent, bool) or not isinstance(percent, int) or not 1 <= percent <= 1000:
             raise KubebookError(f"{resource} target must be a percentage from 1 to 1000, got {percent!r}")
@@ -104,54 +120,41 @@ def autoscale_command(namespace: str, body: dict) -> str:
             + f" --min={spec['minReplicas']} --max={spec['maxReplicas']}")
 
 
-def apply_hpa(api: client.ApiClient, namespace: str, body: dict, *, plan: Plan | None = None) -> str | None:
-    """Create the HPA, or replace its spec if it exists (same result on every run)."""
-    v2 = client.AutoscalingV2Api(api)
+def apply_hpa(plan: Plan, namespace: str, body: dict) -> str | None:
+    """Create the HPA, or replace it (one that existed before is backed up first and put back at clean-up).
+
+    Refused before any step when another HPA already targets the same Deployment: two HPAs on one
+    target fight over its replica count (the controller reports ``AmbiguousSelector``).
+    """
     name = body["metadata"]["name"]
-
-    def act() -> str:
-        try:
-            current = v2.read_namespaced_horizontal_pod_autoscaler(name, namespace)
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
-            v2.create_namespaced_horizontal_pod_autoscaler(namespace, body)
-            return "created"
-        v2.replace_namespaced_horizontal_pod_autoscaler(name, namespace, {
-            **body, "metadata": {**body["metadata"], "resourceVersion": current.metadata.resource_version}})
-        return "replaced"
-
     spec = body["spec"]
+    other = autoscaler_of(plan.api, namespace, spec["scaleTargetRef"]["name"])
+    if other and other != name:
+        raise KubebookError(f"HPA {namespace}/{other} already scales Deployment {spec['scaleTargetRef']['name']}; "
+                            f"a second HPA would fight it: use hpa name {other!r} or remove that HPA first")
     targets = ", ".join(f"{m['resource']['name']} {m['resource']['target']['averageUtilization']}%"
                         for m in spec["metrics"])
     description = (f"apply HPA {namespace}/{name} for Deployment {spec['scaleTargetRef']['name']}: "
                    f"{spec['minReplicas']}..{spec['maxReplicas']} replicas, {targets}, scale-down window "
                    f"{spec['behavior']['scaleDown']['stabilizationWindowSeconds']}s")
     command = f"kubectl -n {namespace} apply -f {name}.yaml   # or: {autoscale_command(namespace, body)}"
-    if plan is None:
-        return act()
-    return plan.step(f"apply-{name}", description, act, command=command)
+    return plan.apply(body, namespace, step=f"apply-{name}", description=description, command=command)
 
 
-def delete_hpa(api: client.ApiClient, namespace: str, name: str, *, plan: Plan | None = None) -> str | None:
-    def act() -> str:
-        try:
-            client.AutoscalingV2Api(api).delete_namespaced_horizontal_pod_autoscaler(name, namespace)
-            return "deleted"
-        except ApiException as exc:
-            if exc.status == 404:
-                return "already gone"
-            raise
-
-    if plan is None:
-        return act()
-    return plan.step(f"delete-{name}", f"delete HPA {namespace}/{name} (the replica count stays as it is)", act,
-                     command=f"kubectl -n {namespace} delete hpa {name}")
+def delete_hpa(plan: Plan, namespace: str, name: str) -> str | None:
+    """Delete the HPA if this run created it (one that existed before is kept); the replica count stays."""
+    return plan.delete(Ref("HorizontalPodAutoscaler", name, namespace), step=f"delete-{name}",
+                       command=f"kubectl -n {namespace} delete hpa {name}")
 
 
-def _read(api: client.ApiClient, namespace: str, name: str) -> dict:
-    v2 = client.AutoscalingV2Api(api)
-    return api.sanitize_for_serialization(v2.read_namespaced_horizontal_pod_autoscaler(name, namespace))
+def _read(api: client.ApiClient, namespace: str, name: str) -> dict | None:
+    try:
+        v2 = client.AutoscalingV2Api(api)
+        return api.sanitize_for_serialization(v2.read_namespaced_horizontal_pod_autoscaler(name, namespace))
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
 
 
 def _targets(hpa: dict) -> str:
@@ -168,6 +171,9 @@ def _targets(hpa: dict) -> str:
     return ", ".join(parts)
 
 
+SUMMARY_COLUMNS = ["name", "reference", "targets", "min", "max", "current", "desired", "last scale"]
+
+
 def summary(hpa: dict) -> dict:
     """One ``kubectl get hpa`` row from an HPA object (as a dict)."""
     spec, status = hpa["spec"], hpa.get("status") or {}
@@ -181,61 +187,196 @@ def summary(hpa: dict) -> dict:
 
 
 def get_hpa(api: client.ApiClient, namespace: str, name: str) -> pd.DataFrame:
-    """``kubectl get hpa <name>`` as a one-row table."""
-    return pd.DataFrame([summary(_read(api, namespace, name))])
+    """``kubectl get hpa <name>`` as a one-row table (no row when it does not exist, e.g. in a dry run)."""
+    hpa = _read(api, namespace, name)
+    return pd.DataFrame([summary(hpa)] if hpa else [], columns=None if hpa else SUMMARY_COLUMNS)
 
 
 def conditions(api: client.ApiClient, namespace: str, name: str) -> pd.DataFrame:
     """The HPA's conditions: AbleToScale, ScalingActive (are metrics usable?), ScalingLimited (min/max hit)."""
-    status = _read(api, namespace, name).get("status") or {}
+    status = (_read(api, namespace, name) or {}).get("status") or {}
     return pd.DataFrame([{k: c.get(k) for k in ("type", "status", "reason", "message")}
                          for c in status.get("conditions") or []], columns=["type", "status", "reason", "message"])
 
 
+def hpa_blocked(api: client.ApiClient, namespace: str, name: str, *, needs_metrics: bool = True):
+    """A ``diagnose=`` for HPA waits: why the controller cannot reach what the wait expects.
+
+    The HPA is gone; it cannot read or write its target's scale (AbleToScale=False); a container
+    has no request for a utilization metric (ScalingActive=False, ``missing request for``); and,
+    when the wait needs metrics, no metrics API (:func:`kubebook.autoscaling.metrics.blocked`).
+    """
+    from .metrics import blocked as metrics_blocked
+
+    def diagnose(hpas: dict[str, dict]) -> str | None:
+        hpa = hpas.get(name)
+        if hpa is None:
+            return f"HPA {namespace}/{name} does not exist"
+        return condition_blocked(hpa) or (metrics_blocked(api) if needs_metrics else None)
+
+    return diagnose
+
+
+def condition_blocked(hpa: dict) -> str | None:
+    """What the HPA's own conditions say cannot work: AbleToScale=False (it cannot read or write its
+    target's scale), or ScalingActive=False because a container has no request for a utilization metric."""
+    for c in (hpa.get("status") or {}).get("conditions") or []:
+        if c.get("status") != "False":
+            continue
+        if c.get("type") == "AbleToScale":
+            return f"the HPA cannot scale its target ({c.get('reason')}: {c.get('message')})"
+        if c.get("type") == "ScalingActive" and "missing request for" in (c.get("message") or ""):
+            return (f"utilization cannot be computed ({c.get('reason')}: {c.get('message')}): give every "
+                    "container a request for that resource, or use an AverageValue target")
+    return None
+
+
 def watch_hpa(api: client.ApiClient, namespace: str, name: str, until, *, timeout: float = 120,
-              what: str = "HPA condition") -> pd.DataFrame:
+              what: str = "HPA condition", diagnose=None, start: float | None = None) -> pd.DataFrame:
     """``kubectl get hpa -w``: follow the HPA from a watch until ``until(hpa_dict)`` is true.
 
-    Returns one row per change of the ``kubectl get hpa`` columns (with seconds since the start);
-    raises :class:`kubebook.waits.WaitTimeout` after ``timeout`` seconds.
+    Returns one row per change of the ``kubectl get hpa`` columns (with seconds since ``start``,
+    default now); stops early with :class:`kubebook.waits.WaitBlocked` when ``diagnose`` finds a
+    reason, else raises :class:`kubebook.waits.WaitTimeout` after ``timeout`` seconds.
     """
-    v2 = client.AutoscalingV2Api(api)
-    start = time.monotonic()
-    deadline = start + timeout
+    start = time.monotonic() if start is None else start
     rows: list[dict] = []
 
-    def record(hpa: dict) -> bool:
+    def record(hpas: dict[str, dict]) -> bool:
+        hpa = hpas.get(name)
+        if hpa is None:
+            return False
         row = summary(hpa)
-        if not rows or {k: v for k, v in row.items()} != {k: v for k, v in rows[-1].items() if k != "seconds"}:
+        if not rows or row != {k: v for k, v in rows[-1].items() if k != "seconds"}:
             rows.append({"seconds": round(time.monotonic() - start, 2), **row})
         return until(hpa)
 
-    selector = f"metadata.name={name}"
-    while True:
-        listing = v2.list_namespaced_horizontal_pod_autoscaler(namespace, field_selector=selector)
-        if not listing.items:
-            raise KubebookError(f"HPA {namespace}/{name} not found")
-        if record(api.sanitize_for_serialization(listing.items[0])):
-            return pd.DataFrame(rows)
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise WaitTimeout(f"timed out after {timeout:.0f}s waiting for {what}; last: {rows[-1]}")
-        w = watch.Watch()
-        try:
-            for event in w.stream(v2.list_namespaced_horizontal_pod_autoscaler, namespace,
-                                  field_selector=selector, resource_version=listing.metadata.resource_version,
-                                  timeout_seconds=max(1, int(remaining))):
-                if event["type"] == "DELETED":
-                    raise KubebookError(f"HPA {namespace}/{name} was deleted while watching")
-                if event["type"] in ("ADDED", "MODIFIED") and record(api.sanitize_for_serialization(event["object"])):
-                    return pd.DataFrame(rows)
-                if time.monotonic() >= deadline:
-                    break
-        except ApiException as exc:
-            if exc.status != 410:  # resource version too old: list again
-                raise
-        finally:
-            w.stop()
+    wait_for(api, "horizontalpodautoscalers", record, namespace=namespace, field_selector=f"metadata.name={name}",
+             timeout=timeout, what=f"HPA {namespace}/{name}: {what}",
+             diagnose=diagnose or hpa_blocked(api, namespace, name, needs_metrics=False))
+    return pd.DataFrame(rows)
+
+
+def wait_active(plan: Plan, namespace: str, name: str, *, timeout: float = 120) -> pd.DataFrame | None:
+    """Wait until the HPA controller computed a replica count from the metrics (ScalingActive=True).
+
+    Stops within seconds when it cannot: no metrics API, a container without a request, no
+    access to the target's scale (see :func:`hpa_blocked`)."""
+    return plan.wait(f"{name}-active", f"HPA {namespace}/{name} reads the metrics (ScalingActive=True)",
+                     lambda: watch_hpa(plan.api, namespace, name, has_condition("ScalingActive", "True"),
+                                       timeout=timeout, what="ScalingActive=True",
+                                       diagnose=hpa_blocked(plan.api, namespace, name)))
+
+
+def follow_scaling(api: client.ApiClient, namespace: str, name: str, deployment: str, replicas: int, *,
+                   timeout: float = 120, needs_metrics: bool = True) -> pd.DataFrame:
+    """The HPA's decision (``desiredReplicas``) from its watch, then the Deployment until that many
+    replicas are ready: one timeline (seconds, the HPA's columns, the Deployment's ``ready``).
+
+    Waiting for the Deployment rather than for the HPA's own ``currentReplicas`` saves a sync
+    period (the controller refreshes its status only at the next one)."""
+    start = time.monotonic()
+    before = client.AppsV1Api(api).read_namespaced_deployment_status(deployment, namespace).status
+    decided = watch_hpa(api, namespace, name, lambda h: (h.get("status") or {}).get("desiredReplicas") == replicas,
+                        timeout=timeout, what=f"desiredReplicas={replicas}", start=start,
+                        diagnose=hpa_blocked(api, namespace, name, needs_metrics=needs_metrics))
+    left = max(1.0, timeout - (time.monotonic() - start))
+    ready = scale.follow_replicas(api, namespace, deployment, replicas, timeout=left, start=start)
+    return merge_timeline(decided, ready, before.ready_replicas or 0)
+
+
+def merge_timeline(decided: pd.DataFrame, ready: pd.DataFrame, ready_before: int) -> pd.DataFrame:
+    """One timeline from the HPA's rows and the Deployment's (``seconds``, ``ready``): each row holds
+    the latest value of every column at its time; rows that change nothing are dropped."""
+    rows = pd.concat([decided, ready[["seconds", "ready"]]], ignore_index=True).sort_values("seconds", kind="stable")
+    rows = rows.ffill()
+    rows["ready"] = rows["ready"].fillna(ready_before)
+    for column in ("min", "max", "current", "desired", "ready"):
+        if column in rows:
+            rows[column] = rows[column].astype("Int64")
+    shown = rows.drop(columns="seconds").astype(object).fillna("-").astype(str)
+    changed = shown.ne(shown.shift()).any(axis=1)
+    return rows[changed].reset_index(drop=True)
+
+
+def simulate_load(plan: Plan, target, namespace: str, selector: str, *, cpu: str | None = None,
+                  memory: str | None = None, limit: int | None = None) -> pd.DataFrame | None:
+    """A step that sets the simulated usage of the Pods matching ``selector`` (None removes it); lab only.
+
+    The lab's kubelets are simulated, so "load" is an annotation the simulated resource endpoint
+    reads (kwok's usage-from-annotation convention). On another cluster the step is only described:
+    generate load against the Service instead (the course uses ``ab -n 100000 -c 1000``).
+    Pods created later (by a scale-out) start without the annotation, i.e. idle — as new replicas
+    behind a Service share the load and lower the average. ``limit`` loads only the first Pods (by name).
+    """
+    for value in (cpu, memory):
+        if value is not None:
+            parse_quantity(value)  # rejects a malformed quantity before any Pod is touched
+    what = f"cpu {cpu}" + (f", memory {memory}" if memory else "") if cpu or memory else "no load (idle)"
+    pods = f"the first {limit} Pod(s)" if limit else "every Pod"
+    if getattr(target, "lab", None) is None:
+        return plan.step(f"load-{cpu or 'off'}", f"{'generate' if cpu else 'stop'} load on {pods} {selector} "
+                         f"in {namespace} yourself (kubebook simulates load on a kubebook lab only)", None,
+                         command="ab -n 100000 -c 1000 http://<service>/")
+
+    def act() -> pd.DataFrame:
+        core = client.CoreV1Api(plan.api)
+        patch = {"metadata": {"annotations": {LOAD_ANNOTATIONS["cpu"]: cpu, LOAD_ANNOTATIONS["memory"]: memory}}}
+        rows = []
+        listed = sorted(core.list_namespaced_pod(namespace, label_selector=selector).items,
+                        key=lambda p: p.metadata.name)
+        for pod in listed[:limit]:
+            core.patch_namespaced_pod(pod.metadata.name, namespace, patch)
+            rows.append({"pod": pod.metadata.name, "simulated cpu": cpu or "idle", "simulated memory": memory or "idle"})
+        return pd.DataFrame(rows, columns=["pod", "simulated cpu", "simulated memory"])
+
+    return plan.step(f"load-{cpu or 'off'}", f"simulate {what} on {pods} {selector} in {namespace} "
+                     f"(annotations {LOAD_ANNOTATIONS['cpu']}/-memory, read by the lab's kubelet stand-in)", act,
+                     command=f"kubectl -n {namespace} annotate pods -l {selector} "
+                             f"{LOAD_ANNOTATIONS['cpu']}={cpu or '-'} --overwrite",
+                     touches=[Ref("Namespace", namespace)])
+
+
+def wait_scaled(plan: Plan, target, namespace: str, name: str, deployment: str, replicas: int, *,
+                timeout: float = 180, what: str = "") -> pd.DataFrame | None:
+    """Follow the HPA until it decided on ``replicas`` and the Deployment has them ready (the
+    timeline; see :func:`follow_scaling`). On a kubebook lab only, where the load is simulated:
+    elsewhere the step is described (watch it while you generate load)."""
+    description = f"HPA {namespace}/{name} {what or f'scales to {replicas}'} and the Deployment's replicas are ready"
+    if getattr(target, "lab", None) is None:
+        return plan.step(f"{name}-{replicas}", f"watch {description} while you generate load", None,
+                         command=f"kubectl -n {namespace} get hpa {name} -w")
+    return plan.wait(f"{name}-{replicas}", description,
+                     lambda: follow_scaling(plan.api, namespace, name, deployment, replicas, timeout=timeout))
+
+
+def scale_in_without_load(plan: Plan, target, namespace: str, deployment: str, name: str, *, replicas: int,
+                          timeout: float = 180) -> pd.DataFrame | None:
+    """Remove the simulated load, then follow the HPA in to ``replicas`` once its stabilization window has passed.
+
+    The replicas a scale-out made need their own metrics first (two scrapes): until then the HPA
+    counts a Pod without metrics as fully loaded when it considers scaling in, which would hold the
+    replicas longer than the window. So on a lab the step waits for every Pod's metrics first."""
+    selector = f"app={deployment}"
+    if getattr(target, "lab", None) is not None:
+        from .metrics import wait_pod_metrics
+        wait_pod_metrics(plan, namespace, selector, timeout=timeout)
+    simulate_load(plan, target, namespace, selector, cpu=None)
+    return wait_scaled(plan, target, namespace, name, deployment, replicas, timeout=timeout,
+                       what=f"scales in to {replicas} after the stabilization window")
+
+
+def scale_past_max(plan: Plan, namespace: str, deployment: str, *, replicas: int, max_replicas: int,
+                   timeout: float = 120) -> pd.DataFrame | None:
+    """Scale by hand above ``max_replicas`` and follow the Deployment back to it: the HPA owns the count.
+
+    No metrics are needed for this correction. With ``replicas`` not above the maximum the step
+    is only described. Returns the Deployment's timeline."""
+    if replicas <= max_replicas:
+        return plan.step(f"scale-{deployment}-past-max", f"scale past maxReplicas: skipped ({replicas} is not "
+                         f"above {max_replicas})", None)
+    scale.scale(plan, namespace, deployment, replicas)
+    return scale.wait_replicas(plan, namespace, deployment, max_replicas, timeout=timeout)
 
 
 def has_condition(type_: str, status: str = "", reason: str = ""):
@@ -252,14 +393,17 @@ def replicas_at(count: int):
         (hpa.get("status") or {}).get("desiredReplicas") == count
 
 
-def behavior(api: client.ApiClient, namespace: str, name: str) -> pd.DataFrame:
-    """The HPA's scale-up and scale-down behavior as the API stored it (defaults filled in).
+def behavior(api: client.ApiClient, namespace: str, name: str, *, planned: dict | None = None) -> pd.DataFrame:
+    """The HPA's scale-up and scale-down behavior as the API stored it (defaults filled in); the
+    ``planned`` body's while the HPA does not exist (a dry run).
 
     Per direction: the stabilization window, how policies combine (``Max``: the one allowing the
     biggest change wins) and each policy (at most ``value`` Pods or percent per ``periodSeconds``).
     """
-    spec = _read(api, namespace, name)["spec"]
-    return behavior_of(spec.get("behavior") or {})
+    hpa = _read(api, namespace, name) or planned
+    if hpa is None:
+        raise KubebookError(f"HPA {namespace}/{name} not found")
+    return behavior_of(hpa["spec"].get("behavior") or {})
 
 
 def behavior_of(behavior_spec: dict) -> pd.DataFrame:
@@ -273,37 +417,19 @@ def behavior_of(behavior_spec: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-LOAD_ANNOTATIONS = {"cpu": "kwok.x-k8s.io/usage-cpu", "memory": "kwok.x-k8s.io/usage-memory"}
+LOAD_ANNOTATIONS = {"cpu": kubelet_sim.CPU_ANNOTATION, "memory": kubelet_sim.MEMORY_ANNOTATION}
 
 
-def simulate_load(api: client.ApiClient, namespace: str, selector: str, *, cpu: str | None = None,
-                  memory: str | None = None, limit: int | None = None) -> pd.DataFrame:
-    """Lab only: set the simulated usage of the Pods matching ``selector`` (None removes it).
-
-    The lab's kubelets are simulated, so "load" is an annotation the simulated resource endpoint
-    reads (kwok's usage-from-annotation convention). On a real cluster these annotations do nothing:
-    generate load against the Service instead (the course uses ``ab -n 100000 -c 1000``).
-    Pods created later (by a scale-out) start without the annotation, i.e. idle — as new replicas
-    behind a Service share the load and lower the average. ``limit`` loads only the first Pods (by name).
-    """
-    for value in (cpu, memory):
-        if value is not None:
-            parse_quantity(value)  # rejects a malformed quantity before any Pod is touched
-    core = client.CoreV1Api(api)
-    patch = {"metadata": {"annotations": {LOAD_ANNOTATIONS["cpu"]: cpu, LOAD_ANNOTATIONS["memory"]: memory}}}
-    rows = []
-    pods = sorted(core.list_namespaced_pod(namespace, label_selector=selector).items, key=lambda p: p.metadata.name)
-    for pod in pods[:limit]:
-        core.patch_namespaced_pod(pod.metadata.name, namespace, patch)
-        rows.append({"pod": pod.metadata.name, "simulated cpu": cpu or "idle", "simulated memory": memory or "idle"})
-    return pd.DataFrame(rows, columns=["pod", "simulated cpu", "simulated memory"])
-
-
-def plot_hpa(timeline: pd.DataFrame, *, title: str = ""):
-    """Desired and current replicas (steps) and the metrics' utilization (lines, right axis)."""
+def plot_hpa(timeline: pd.DataFrame | None, *, title: str = ""):
+    """The HPA's desired replicas and the Deployment's ready ones (steps; the HPA's own ``current``
+    where there is no ``ready`` column) and the metrics' utilization (lines, right axis). None when
+    there is nothing to plot (a dry run)."""
+    if timeline is None or not len(timeline):
+        return None
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(8, 3.2))
-    for column, color in (("desired", "C0"), ("current", "C1")):
+    second = "ready" if "ready" in timeline else "current"
+    for column, color in (("desired", "C0"), (second, "C1")):
         ax.step(timeline["seconds"], timeline[column].fillna(0), where="post", label=f"{column} replicas",
                 marker="o", color=color)
     ax.set_xlabel("seconds")

@@ -1,9 +1,12 @@
 """The resource metrics pipeline: metrics-server behind the API aggregation layer, and its readers.
 
-    start_metrics_server(lab)        # lab add-on: metrics-server + simulated kubelet endpoint, registered
-    top_nodes(api); top_pods(api, "luffy")   # kubectl top nodes / pods, from metrics.k8s.io
-    apiservice(api)                  # v1beta1.metrics.k8s.io: which Service, Available or why not
-    stop_metrics_server(lab)         # unregister and stop exactly the PID that start recorded
+    addon = ensure_metrics(plan, target)   # a step on a kubebook lab: start the add-on; elsewhere only check
+    apiservice(api)                         # v1beta1.metrics.k8s.io: which Service, Available or why not
+    top_nodes(api); top_pods(api, "kubebook-metrics")   # kubectl top nodes / pods, from metrics.k8s.io
+    blocked(api)                            # why no metrics can be read now (the waits' diagnosis), or None
+    stop_if_started(plan, addon, target)    # clean-up: stop the add-on if this run started it
+
+    start_metrics_server(lab); stop_metrics_server(lab)   # the add-on's own process handling
 
 How the lab add-on is wired (a real cluster runs metrics-server as a Deployment instead):
 
@@ -24,11 +27,10 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
 import sys
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -36,12 +38,14 @@ from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 from kubernetes.utils import parse_quantity
 
-from .. import binaries
+from .. import binaries, process, safety
 from .. import kubeconfig as kcfg
 from ..connect import raw_request
 from ..errors import KubebookError
-from ..waits import WaitTimeout
-from .addon import proc_start_time
+from ..objects import Ref
+from ..plan import Plan
+from ..waits import WaitBlocked, WaitTimeout
+from . import kubelet_sim
 
 GROUP, VERSION = "metrics.k8s.io", "v1beta1"
 APISERVICE = f"{VERSION}.{GROUP}"
@@ -70,9 +74,10 @@ def addon_state(lab) -> dict | None:
     """PID, start time and ports of the running add-on, or None (a stale record is ignored)."""
     try:
         state = json.loads(_state_file(lab).read_text())
-    except (OSError, ValueError):
+        recorded = process.Record.from_dict(state)
+    except (OSError, ValueError, KeyError, TypeError):
         return None
-    return state if proc_start_time(state["pid"]) == state["start_time"] else None
+    return state if recorded.alive() else None
 
 
 def _rbac_objects() -> list[tuple[str, dict]]:
@@ -177,7 +182,7 @@ def start_metrics_server(lab, *, timeout: float = 120, log=print) -> dict:
 
 
 def _spawn(lab, log) -> dict:
-    from ..lab import free_loopback_port  # the lab's port picker: outside the ephemeral range, not another lab's
+    from ..ports import free_loopback_port  # outside the ephemeral range, not another lab's
     api = lab.api_client()
     d = addon_dir(lab)
     d.mkdir(parents=True, exist_ok=True)
@@ -201,14 +206,13 @@ def _spawn(lab, log) -> dict:
     command = [sys.executable, "-m", "kubebook.autoscaling.addon", f"--kubeconfig={conf}",
                f"--sim-port={sim_port}", f"--metrics-server={binaries.ensure_tool('metrics-server')}",
                f"--watch-pid={apiserver.pid}", f"--watch-start={apiserver.start_time}", "--", *flags]
-    logfile = open(d / "addon.log", "ab")
-    proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=logfile, stderr=subprocess.STDOUT,
-                            start_new_session=True, cwd=d)
-    logfile.close()
-    state = {"pid": proc.pid, "start_time": proc_start_time(proc.pid), "port": port, "sim_port": sim_port,
-             "log": str(d / "addon.log")}
-    _state_file(lab).write_text(json.dumps(state))
-    log(f"[metrics-server] started pid {proc.pid}: metrics-server on 127.0.0.1:{port}, "
+    state = {"port": port, "sim_port": sim_port, "log": str(d / "addon.log")}
+
+    def remember(record: process.Record) -> None:  # where `lab down` and `lab reset` find it
+        state.update(pid=record.pid, start_time=record.start_time)
+        _state_file(lab).write_text(json.dumps(state))
+    process.start(command, log=d / "addon.log", cwd=d, on_record=remember, banner="starting the metrics add-on")
+    log(f"[metrics-server] started pid {state['pid']}: metrics-server on 127.0.0.1:{port}, "
         f"simulated kubelet endpoint on 127.0.0.1:{sim_port}, log {d / 'addon.log'}")
     return state
 
@@ -232,23 +236,9 @@ def stop_metrics_server(lab, *, timeout: float = 30, log=print) -> str:
     if not state:
         log("[metrics-server] not running; registration removed")
         return "not running"
-    os.kill(state["pid"], signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while proc_start_time(state["pid"]) == state["start_time"]:
-        if time.monotonic() > deadline:
-            os.kill(state["pid"], signal.SIGKILL)
-            break
-        _reap(state["pid"])
-        time.sleep(0.2)
+    process.stop(process.Record.from_dict(state), timeout=timeout)
     log(f"[metrics-server] stopped pid {state['pid']}; APIService {APISERVICE} removed")
     return "stopped"
-
-
-def _reap(pid: int) -> None:
-    try:
-        os.waitpid(pid, os.WNOHANG)  # our child when started from this Python process
-    except ChildProcessError:
-        pass
 
 
 def _ignore_404(fn) -> None:
@@ -340,29 +330,83 @@ def wait_node_metrics(api: client.ApiClient, *, timeout: float = 120) -> None:
         time.sleep(2)  # metrics-server offers no watch on metrics.k8s.io
 
 
-def wait_pod_metrics(api: client.ApiClient, namespace: str, selector: str, *, cpu_at_least: str | None = None,
-                     timeout: float = 120) -> None:
-    """Until every Running Pod matching ``selector`` has metrics (and one reaches ``cpu_at_least``, if given).
+def blocked(api: client.ApiClient) -> str | None:
+    """Why nothing can read ``metrics.k8s.io`` now (the APIService is missing or not Available), or None.
 
-    metrics.k8s.io has no watch, so this polls every 2 s: a new Pod needs two scrapes before it has a rate.
+    The ``diagnose=`` of every wait that needs resource metrics (the HPA's, ``kubectl top``'s): with
+    no metrics API the HPA controller reports ``FailedGetResourceMetric`` forever, so waiting helps nothing.
     """
-    want_cpu = _millicores(cpu_at_least) * 0.9 if cpu_at_least else None  # a rate over a window: allow a little
+    try:
+        a = api.sanitize_for_serialization(client.ApiregistrationV1Api(api).read_api_service(APISERVICE))
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+        a = None
+    return apiservice_blocked(a)
+
+
+def apiservice_blocked(a: dict | None) -> str | None:
+    """:func:`blocked` for the APIService object as read (None: it does not exist)."""
+    if a is None:
+        return (f"the cluster serves no metrics API: APIService {APISERVICE} does not exist (no metrics-server); "
+                "install metrics-server (upstream components.yaml) — on a kubebook lab the runbook starts its add-on")
+    cond = next((c for c in (a.get("status") or {}).get("conditions") or [] if c.get("type") == "Available"), None)
+    if cond is None or cond.get("status") == "True":
+        return None
+    svc = (a.get("spec") or {}).get("service") or {}
+    return (f"the metrics API is unavailable: APIService {APISERVICE} is not Available ({cond.get('reason')}: "
+            f"{cond.get('message')}); check metrics-server behind Service {svc.get('namespace')}/{svc.get('name')}")
+
+
+def _expected_cpu(pod) -> int | None:
+    """The simulated CPU a Pod carries (kwok's usage annotation), in millicores; None without one."""
+    value = (pod.metadata.annotations or {}).get(kubelet_sim.CPU_ANNOTATION)
+    try:
+        return _millicores(value) if value else None
+    except ValueError:
+        return None
+
+
+def pod_metrics_ready(api: client.ApiClient, namespace: str, selector: str, *, timeout: float = 120,
+                      poll: float = 2.0) -> dict[str, int]:
+    """Until every Running Pod matching ``selector`` has metrics, and a Pod given simulated load
+    (:func:`kubebook.autoscaling.hpa.simulate_load`) reports about that much CPU. Returns CPU (m) per Pod.
+
+    metrics.k8s.io has no watch, so this polls: a new Pod needs two scrapes before it has a rate.
+    Without a metrics API it stops at once with :class:`WaitBlocked` saying so.
+    """
     deadline = time.monotonic() + timeout
+    got: dict[str, int] = {}
     while True:
-        running = {p.metadata.name for p in client.CoreV1Api(api).list_namespaced_pod(
+        reason = blocked(api)
+        if reason:
+            raise WaitBlocked(f"metrics of Pods {selector} in {namespace}: {reason}")
+        pods = {p.metadata.name: p for p in client.CoreV1Api(api).list_namespaced_pod(
             namespace, label_selector=selector).items if p.status.phase == "Running"}
         try:
             got = {m["metadata"]["name"]: sum(_millicores(c["usage"]["cpu"]) for c in m["containers"])
-                   for m in _list(api, "pods", namespace) if m["metadata"]["name"] in running}
+                   for m in _list(api, "pods", namespace) if m["metadata"]["name"] in pods}
         except MetricsUnavailable:
             got = {}
-        if running and set(got) == running and (want_cpu is None or max(got.values()) >= want_cpu):
-            return
+        # a rate over a window: a simulated 300m reads as a little less right after a change
+        loaded = all(got.get(name, 0) >= 0.9 * want for name, p in pods.items()
+                     if (want := _expected_cpu(p)) is not None)
+        if pods and set(got) == set(pods) and loaded:
+            return got
         if time.monotonic() > deadline:
-            raise WaitTimeout(f"timed out after {timeout:.0f}s waiting for metrics of Pods {sorted(running)} "
-                              f"in {namespace}" + (f" with one at {cpu_at_least} CPU" if cpu_at_least else "")
-                              + f"; have {got}")
-        time.sleep(2)
+            raise WaitTimeout(f"timed out after {timeout:.0f}s waiting for metrics of Pods {sorted(pods)} in "
+                              f"{namespace}; have {got}")
+        time.sleep(poll)
+
+
+def wait_pod_metrics(plan: Plan, namespace: str, selector: str, *, timeout: float = 120) -> str | None:
+    """:func:`pod_metrics_ready` as a wait step of ``plan`` (nothing to wait for in a dry run)."""
+    def act() -> str:
+        got = pod_metrics_ready(plan.api, namespace, selector, timeout=timeout)
+        return ", ".join(f"{name} {cpu}m" for name, cpu in sorted(got.items()))
+
+    return plan.wait(f"pod-metrics-{namespace}", f"metrics-server reports every Pod {selector} in {namespace} "
+                     "(two scrapes per new Pod; simulated load visible)", act)
 
 
 def _millicores(q: str) -> int:
@@ -373,11 +417,20 @@ def _mib(q: str) -> int:
     return int(parse_quantity(q) / (1024 * 1024))
 
 
+TOP_NODES_COLUMNS = ["name", "cpu (m)", "cpu %", "memory (Mi)", "memory %", "window", "timestamp"]
+
+
 def top_nodes(api: client.ApiClient) -> pd.DataFrame:
-    """``kubectl top nodes``: usage, and percent of the node's allocatable."""
+    """``kubectl top nodes``: usage, and percent of the node's allocatable (empty, with the reason
+    printed, when the metrics API is not served)."""
+    try:
+        listed = _list(api, "nodes")
+    except MetricsUnavailable as exc:
+        print(f"kubectl top nodes: {exc}")
+        return pd.DataFrame(columns=TOP_NODES_COLUMNS)
     allocatable = {n.metadata.name: n.status.allocatable or {} for n in client.CoreV1Api(api).list_node().items}
     rows = []
-    for m in sorted(_list(api, "nodes"), key=lambda m: m["metadata"]["name"]):
+    for m in sorted(listed, key=lambda m: m["metadata"]["name"]):
         name, usage = m["metadata"]["name"], m["usage"]
         alloc = allocatable.get(name, {})
         cpu, mem = _millicores(usage["cpu"]), _mib(usage["memory"])
@@ -386,13 +439,25 @@ def top_nodes(api: client.ApiClient) -> pd.DataFrame:
                      "memory (Mi)": mem,
                      "memory %": round(100 * mem / _mib(alloc["memory"])) if alloc.get("memory") else None,
                      "window": m.get("window"), "timestamp": m.get("timestamp")})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=TOP_NODES_COLUMNS)
 
 
-def top_pods(api: client.ApiClient, namespace: str, *, containers: bool = False) -> pd.DataFrame:
-    """``kubectl top pods`` (``--containers``): CPU in millicores and memory in MiB from metrics.k8s.io."""
+def top_pods(api: client.ApiClient | None, namespace: str, *, containers: bool = False) -> pd.DataFrame:
+    """``kubectl top pods`` (``--containers``): CPU in millicores and memory in MiB from metrics.k8s.io.
+
+    Empty (the reason printed) when the metrics API is not served, or ``api`` is None (a dry run's
+    token that was never requested)."""
+    columns = ["pod", "container", "cpu (m)", "memory (Mi)"] if containers else \
+        ["pod", "cpu (m)", "memory (Mi)", "window", "timestamp"]
+    if api is None:
+        return pd.DataFrame(columns=columns)
+    try:
+        listed = _list(api, "pods", namespace)
+    except MetricsUnavailable as exc:
+        print(f"kubectl top pods -n {namespace}: {exc}")
+        return pd.DataFrame(columns=columns)
     rows = []
-    for m in sorted(_list(api, "pods", namespace), key=lambda m: m["metadata"]["name"]):
+    for m in sorted(listed, key=lambda m: m["metadata"]["name"]):
         if containers:
             rows += [{"pod": m["metadata"]["name"], "container": c["name"], "cpu (m)": _millicores(c["usage"]["cpu"]),
                       "memory (Mi)": _mib(c["usage"]["memory"])} for c in m["containers"]]
@@ -401,72 +466,95 @@ def top_pods(api: client.ApiClient, namespace: str, *, containers: bool = False)
                          "cpu (m)": sum(_millicores(c["usage"]["cpu"]) for c in m["containers"]),
                          "memory (Mi)": sum(_mib(c["usage"]["memory"]) for c in m["containers"]),
                          "window": m.get("window"), "timestamp": m.get("timestamp")})
-    return pd.DataFrame(rows, columns=["pod", "container", "cpu (m)", "memory (Mi)"] if containers
-                        else ["pod", "cpu (m)", "memory (Mi)", "window", "timestamp"])
+    return pd.DataFrame(rows, columns=columns)
 
 
-def ensure_metrics(api: client.ApiClient, lab_name: str = "", *, plan=None, timeout: float = 120,
-                   log=print) -> bool:
-    """Make ``metrics.k8s.io`` usable; True when this call started the lab add-on (stop it afterwards).
+# ---- the metrics API for a runbook: on a lab started as an add-on, elsewhere only checked -----------
 
-    On a kubebook lab (``lab_name``) the add-on is started, as a plan step, if the APIService is not
-    Available. On any other cluster nothing is installed: the APIService's state is reported and
-    the steps that need metrics say so (install metrics-server, e.g. upstream's components.yaml).
+APISERVICE_REF = Ref("APIService", APISERVICE)
+
+
+def addon_scope(target) -> list[str]:
+    """What a runbook's plan must name besides its namespace to start the lab's add-on: the
+    APIService it registers (on a kubebook lab; elsewhere nothing is installed, so nothing)."""
+    return [APISERVICE_REF.scope] if getattr(target, "lab", None) is not None else []
+
+
+@dataclass
+class Addon:
+    """What :func:`ensure_metrics` planned and did: ``started`` when this run started the add-on."""
+
+    planned: bool = False
+    started: bool = False
+
+
+def ensure_metrics(plan: Plan, target, *, timeout: float = 120, log=print) -> Addon:
+    """Make ``metrics.k8s.io`` usable; the returned :class:`Addon` tells :func:`stop_if_started` what to undo.
+
+    Served already: nothing to do. On a kubebook lab (``target.lab``) the add-on (metrics-server
+    on 127.0.0.1 and the simulated kubelet endpoint) is started as a plan step that registers the
+    APIService; besides it, the add-on makes only its own objects (its RBAC, the kube-system
+    Service ``metrics-server``, a node annotation naming the scrape path), all removed when it
+    stops. On any other cluster nothing is installed: the APIService's state is reported, and the
+    waits that need metrics stop at once saying so.
     """
-    if is_available(api):
+    addon = Addon()
+    reason = blocked(plan.api)
+    if reason is None:
         log(f"{APISERVICE} is Available: metrics are served")
-        return False
-    if not lab_name:
-        log(f"{APISERVICE} is not Available ({apiservice(api).loc[0, 'message']}); install metrics-server "
-            "to let the HPA read utilization")
-        return False
-    from .. import lab as labs
-    lab = labs.get(lab_name)
+        return addon
+    if getattr(target, "lab", None) is None:
+        log(f"{reason}; the steps that need metrics will stop with this reason")
+        return addon
 
     def act() -> str:
+        lab = target.require_lab()
+        addon.started = addon_state(lab) is None
         state = start_metrics_server(lab, timeout=timeout, log=log)
-        return f"pid {state['pid']}"
+        return f"pid {state['pid']}, 127.0.0.1:{state['port']}"
 
-    description = (f"start metrics-server next to lab {lab_name} (127.0.0.1 only) and register APIService "
-                   f"{APISERVICE}")
-    if plan is None:
-        act()
-        return True
-    plan.step("metrics-server", description, act)
-    return plan.acting
+    addon.planned = True
+    plan.step("metrics-server", f"start metrics-server next to lab {target.lab.name} (127.0.0.1 only) with its "
+              f"RBAC, Service {SERVICE[0]}/{SERVICE[1]} and node scrape-path annotations, and register APIService "
+              f"{APISERVICE}; wait until it is Available and every node has a sample", act,
+              command="kubectl apply -f https://github.com/kubernetes-sigs/metrics-server/releases/latest/download/"
+                      "components.yaml   # a real cluster's equivalent", touches=[APISERVICE_REF])
+    return addon
 
 
-def stop_if_started(lab_name: str, started: bool, *, plan=None, log=print) -> str | None:
-    """Stop the lab add-on if :func:`ensure_metrics` started it, so the lab is left as it was found."""
-    if not (lab_name and started):
+def stop_if_started(plan: Plan, addon: Addon, target, *, when: bool = True, log=print) -> str | None:
+    """Stop the lab add-on if :func:`ensure_metrics` started it in this run, so the lab is left as found."""
+    if not (addon.planned and when):
         return None
-    from .. import lab as labs
 
     def act() -> str:
-        return stop_metrics_server(labs.get(lab_name), log=log)
+        if not addon.started:
+            return "not started by this run: left running"
+        return stop_metrics_server(target.require_lab(), log=log)
 
-    if plan is None:
-        return act()
-    return plan.step("metrics-server-stop", f"unregister {APISERVICE} and stop the lab's metrics-server", act)
+    return plan.step("metrics-server-stop", f"unregister APIService {APISERVICE} and stop the lab's metrics-server "
+                     "(only if this run started it)", act, touches=[APISERVICE_REF])
 
 
-def kubelet_resource_metrics(api: client.ApiClient, node: str, lab_name: str = "") -> pd.DataFrame:
+def kubelet_resource_metrics(target, node: str) -> pd.DataFrame:
     """The kubelet's ``/metrics/resource`` for ``node`` as a table (metric, labels, value).
 
     On a real cluster it is read through the API server's node proxy
     (``/api/v1/nodes/<node>/proxy/metrics/resource``, which needs ``nodes/proxy``); on the lab from
-    the simulated endpoint metrics-server scrapes (kwok's node port serves no resource metrics).
+    the simulated endpoint metrics-server scrapes (kwok's node port serves no resource metrics),
+    empty with a note while the lab's add-on is not running (a dry run).
     """
-    if lab_name:
-        from .. import lab as labs
-        state = addon_state(labs.get(lab_name))
+    lab = getattr(target, "lab", None)
+    if lab is not None:
+        state = addon_state(lab)
         if not state:
-            raise MetricsUnavailable(f"the metrics add-on of lab {lab_name} is not running")
+            print(f"the metrics add-on of lab {lab.name} is not running: no simulated kubelet endpoint to read")
+            return pd.DataFrame(columns=["metric", "labels", "value"])
         url = f"http://127.0.0.1:{state['sim_port']}/metrics/nodes/{node}/metrics/resource"
         with urllib.request.urlopen(url, timeout=30) as response:
             text = response.read().decode()
     else:
-        status, data = raw_request(api, "GET", f"/api/v1/nodes/{node}/proxy/metrics/resource")
+        status, data = raw_request(target.api, "GET", f"/api/v1/nodes/{node}/proxy/metrics/resource")
         if status != 200:
             raise KubebookError(f"GET /api/v1/nodes/{node}/proxy/metrics/resource: {status} {data[:200]!r}")
         text = data.decode()
@@ -497,43 +585,39 @@ def reader_objects(namespace: str, service_account: str) -> list[dict]:
                               subjects=[f"system:serviceaccount:{namespace}:{service_account}"])]
 
 
-def grant_metrics_reader(api: client.ApiClient, namespace: str, service_account: str, *, plan=None) -> dict:
-    """Create the ServiceAccount (if missing) and :func:`reader_objects`; returns what was created."""
-    from ..auth import rbac, tokens
-    created = {"service_account": False, "rbac": False}
-
-    def act() -> str:
-        created["service_account"] = tokens.ensure_service_account(api, namespace, service_account) == "created"
-        result = rbac.apply_all(api, reader_objects(namespace, service_account))
-        created["rbac"] = True
-        return f"ServiceAccount {'created' if created['service_account'] else 'exists'}; {result}"
-
-    description = (f"create ServiceAccount {namespace}/{service_account} if missing, with a Role reading pods and "
-                   f"pods.{GROUP}")
-    if plan is None:
-        act()
-    else:
-        plan.step("metrics-reader", description, act,
-                  command=f"kubectl -n {namespace} create serviceaccount {service_account}")
-    return created
+def grant_metrics_reader(plan: Plan, namespace: str, service_account: str) -> None:
+    """Steps: the ServiceAccount (created, or kept if it exists), then :func:`reader_objects` (an
+    existing Role or RoleBinding of that name is backed up, replaced and put back at clean-up)."""
+    plan.create({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": service_account}}, namespace,
+                step=f"serviceaccount-{service_account}",
+                command=f"kubectl -n {namespace} create serviceaccount {service_account}")
+    for obj in reader_objects(namespace, service_account):
+        plan.apply(obj, namespace, step=f"{obj['kind'].lower()}-{service_account}",
+                   command=f"kubectl -n {namespace} apply -f {obj['kind'].lower()}-{service_account}.yaml")
 
 
-def revoke_metrics_reader(api: client.ApiClient, namespace: str, service_account: str, created: dict, *,
-                          plan=None, when: bool = True) -> None:
-    """Delete the Role and RoleBinding, and the ServiceAccount if :func:`grant_metrics_reader` created it."""
-    if not when or not created.get("rbac"):
-        return
-    from ..auth import rbac
+def request_token(plan: Plan, namespace: str, service_account: str, *, duration_seconds: int = 600):
+    """A TokenRequest for the ServiceAccount as a step (``kubectl create token``): the token is never
+    shown, and from the moment it exists every output masks it. Returns the Token (None in a dry run)."""
+    from ..auth import tokens
 
-    def act() -> str:
-        for obj in reader_objects(namespace, service_account):
-            rbac.delete(api, obj)
-        if created.get("service_account"):
-            _ignore_404(lambda: client.CoreV1Api(api).delete_namespaced_service_account(service_account, namespace))
-        return "deleted"
+    def act():
+        token = tokens.request_token(plan.api, namespace, service_account, duration_seconds=duration_seconds)
+        safety.register_secret(token._value)  # the token's value is private to Token; mask it everywhere
+        return token
 
-    what = "Role, RoleBinding" + (" and ServiceAccount" if created.get("service_account") else "")
-    if plan is None:
-        act()
-    else:
-        plan.step("metrics-reader-delete", f"delete {what} {namespace}/{service_account}", act)
+    return plan.step(f"token-{service_account}", f"request a {duration_seconds // 60}-minute token for "
+                     f"ServiceAccount {namespace}/{service_account} (TokenRequest API; never shown)", act,
+                     command=f"kubectl -n {namespace} create token {service_account} --duration={duration_seconds}s",
+                     touches=[Ref("ServiceAccount", service_account, namespace)])
+
+
+def probe_paths(namespace: str) -> list[str]:
+    """The course's curl targets: Pod metrics in the namespace, the Pods themselves, node metrics."""
+    return [f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/pods", f"/api/v1/namespaces/{namespace}/pods",
+            f"/apis/{GROUP}/{VERSION}/nodes"]
+
+
+def top_pods_as(token, namespace: str) -> pd.DataFrame:
+    """``kubectl top pods --containers`` with the token alone (empty in a dry run: no token)."""
+    return top_pods(token.api_client() if token is not None else None, namespace, containers=True)
