@@ -189,10 +189,25 @@ def test_items_outside_the_labs_namespaces_refused():
         netns.validate([netns.Sysctl(lab.ns("node1"), "kernel.panic", "1")], lab)
 
 
-@pytest.mark.parametrize("name", ["", "Net", "net-lab", "a" * 13, "1lab"])
+@pytest.mark.parametrize("name", ["", "Net", "-lab", "lab-", "a" * 41, "a_b", "a/b"])
 def test_bad_lab_names_refused(name):
-    with pytest.raises(netns.NetLabError, match="lab name"):
+    with pytest.raises(netns.NetLabError, match="netlab name"):
         netns.NetLab(name)
+
+
+def test_a_lab_claims_its_own_namespaces_only():
+    short, longer = netns.NetLab("a"), netns.NetLab("a-b")
+    assert short.owns_name("kb-a-node1") and short.owns_name("kb-a-switch")
+    assert not short.owns_name("kb-a-b-node1") and longer.owns_name("kb-a-b-node1")
+    assert not short.owns_name("kb-a-") and not short.owns_name("kb-ab-node1")
+
+
+def test_a_netlab_another_run_left_is_refused_before_any_change(tmp_path):
+    lab = netns.NetLab("unit", root=tmp_path)
+    lab._record(["kb-unit-node1"], "run-that-left-it")
+    with pytest.raises(netns.NetLabError, match="still there from run run-that-left-it.*netns teardown unit"):
+        lab.check_owner("this-run")
+    lab.check_owner("run-that-left-it")
 
 
 def test_lab_nodes_from_podcidrs():

@@ -13,14 +13,12 @@ calls ``host-local`` for the IP.
     net_conf("10.244.0.0/16", "vxlan")                  # net-conf.json as a dict
     subnet_env("10.244.0.0/16", "10.244.1.0/24", "vxlan")  # /run/flannel/subnet.env
     validate_configmap(cm, cluster_cidr="10.244.0.0/16")   # a table of checks
-    switch_backend(api, "host-gw", plan=plan)            # patch + restart, through a Plan
+    switch_backend(plan, "host-gw", namespace="kube-flannel")   # back up, patch, restart; put back at clean-up
 """
 from __future__ import annotations
 
 import ipaddress
 import json
-import os
-import time
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +27,9 @@ import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from .. import diagnose
 from ..errors import KubebookError
+from ..objects import Ref, objects
 from ..plan import Plan
 from ..waits import wait_for
 
@@ -259,68 +259,131 @@ def flannel_pods(api, namespace: str) -> pd.DataFrame:
                           "started": p.status.start_time} for p in pods], columns=["pod", "node", "phase", "started"])
 
 
-def default_backup_dir() -> Path:
-    base = Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "state"))
-    return base / "kubebook" / "backups" / "network"
+NO_SWITCH = "none"
 
 
-def switch_backend(api, backend: str, *, plan: Plan, backup_dir: str | Path = "", name: str = CONFIGMAP,
-                   timeout: float = 300) -> pd.DataFrame:
-    """The course's backend change on a real cluster: back up, patch net-conf.json, recreate flannel's Pods.
+def switch_scope(namespace: str, backend: str) -> list[str]:
+    """What a plan must also name for :func:`switch_backend`: flannel's namespace, unless no switch is
+    asked (``backend`` "none")."""
+    return [] if backend in (NO_SWITCH, "") else [f"namespace/{namespace}"]
 
-    flanneld reads net-conf.json only at start, so the DaemonSet's Pods are deleted and recreated;
-    the new ones log ``Found network config - Backend type: <backend>`` and rewrite the routes.
-    Returns the ConfigMap's net-conf.json before and after (or why nothing can be done)."""
-    if backend not in BACKENDS:
-        raise FlannelConfigError(f"backend {backend!r}: one of {', '.join(BACKENDS)}")
-    cm = find_configmap(api, name=name)
-    if cm is None:
-        plan.step("find-configmap", f"find ConfigMap {name} in {' or '.join(NAMESPACES)}: absent, so flannel "
-                  "is not installed here (the lab runs no CNI); nothing to switch")
-        return pd.DataFrame([{"net-conf.json": "before", "value": "(no ConfigMap)"}])
-    namespace = cm["metadata"]["namespace"]
-    before, _ = _load(cm.get("data", {}).get("net-conf.json"), "net-conf.json")
-    if before is None:
-        raise FlannelConfigError(f"{namespace}/{name} has no valid net-conf.json; fix it by hand first")
-    after = {**before, "Backend": {"Type": backend}}
-    backup = Path(backup_dir or default_backup_dir()) / f"{namespace}-{name}-{time.strftime('%Y%m%d-%H%M%S')}.yaml"
 
-    def save() -> str:
-        backup.parent.mkdir(parents=True, exist_ok=True)
-        keep = {k: v for k, v in cm.items() if k != "status"}
-        keep["metadata"] = {k: v for k, v in cm["metadata"].items() if k in ("name", "namespace", "labels")}
-        backup.write_text(yaml.safe_dump(keep, sort_keys=False))
-        return str(backup)
+def _ready(pod: dict) -> bool:
+    return any(c.get("type") == "Ready" and c.get("status") == "True"
+               for c in (pod.get("status") or {}).get("conditions") or [])
 
-    def patch() -> str:
-        if before == after:
-            return "unchanged"
-        client.CoreV1Api(api).patch_namespaced_config_map(
-            name, namespace, {"data": {"net-conf.json": json.dumps(after, indent=2)}})
-        return f"Backend {before.get('Backend', {}).get('Type')} → {backend}"
 
-    def restart() -> str:
-        core = client.CoreV1Api(api)
-        old = {p.metadata.name for p in core.list_namespaced_pod(namespace, label_selector=POD_SELECTOR).items}
+def restart_pods(plan: Plan, namespace: str, *, daemonset: str = DAEMONSET, step: str = "restart-flannel",
+                 timeout: float = 300, want: int | None = None, recorded: dict | None = None) -> None:
+    """Delete flannel's Pods so the DaemonSet recreates them (flanneld reads net-conf.json only at
+    start), then wait until new ones are Ready on every node the DaemonSet covers, or, with ``want``
+    (after a restore), on as many as were Ready before. ``recorded`` gets ``ready``: how many were
+    Ready before this restart. The wait stops within seconds with the reason when it cannot succeed
+    (no node to run on, Pods refused or unschedulable)."""
+    core = client.CoreV1Api(plan.api)
+
+    def listed() -> list:
+        return core.list_namespaced_pod(namespace, label_selector=POD_SELECTOR).items
+
+    def current() -> list[str]:
+        return sorted(p.metadata.name for p in listed())
+
+    old = current()   # what the plan shows; the step deletes what is there when it runs
+    ds_ref = Ref("DaemonSet", daemonset, namespace)
+
+    def delete() -> str:
+        pods = listed()
+        old[:] = sorted(p.metadata.name for p in pods)
+        if recorded is not None:
+            recorded["ready"] = sum(_ready(plan.api.sanitize_for_serialization(p)) for p in pods)
         for pod in old:
             try:
                 core.delete_namespaced_pod(pod, namespace)
             except ApiException as exc:
                 if exc.status != 404:
                     raise
-        ready = lambda p: any(c.get("type") == "Ready" and c.get("status") == "True"  # noqa: E731
-                              for c in (p.get("status") or {}).get("conditions") or [])
-        wait_for(api, "pods", lambda ps: len(ps) >= len(old) and not (set(ps) & old)
-                 and all(ready(p) for p in ps.values()), namespace=namespace, label_selector=POD_SELECTOR,
-                 timeout=timeout, what=f"flannel Pods in {namespace} recreated and Ready")
-        return f"{len(old)} Pods recreated"
+        return f"{len(old)} Pod(s) deleted"
 
-    plan.step("backup-configmap", f"save {namespace}/{name} to {backup}", save,
-              command=f"kubectl -n {namespace} get cm {name} -o yaml > {backup}")
-    plan.step("patch-net-conf", f"set Backend.Type to {backend} in {namespace}/{name} net-conf.json", patch,
-              command=f"kubectl -n {namespace} edit cm {name}   # \"Backend\": {{\"Type\": \"{backend}\"}}")
-    plan.step("restart-flannel", f"delete the flannel Pods ({POD_SELECTOR}) so DaemonSet {DAEMONSET} "
-              "recreates them with the new backend", restart,
-              command=f"kubectl -n {namespace} delete pod -l {POD_SELECTOR}")
+    def recreated() -> str:
+        def desired() -> int:
+            ds = objects(plan.api).get(ds_ref) or {}
+            return int((ds.get("status") or {}).get("desiredNumberScheduled") or 0)
+
+        def done(pods: dict[str, dict]) -> bool:
+            fresh = [p for n, p in pods.items() if n not in old and not p["metadata"].get("deletionTimestamp")]
+            if set(pods) & set(old):
+                return False
+            wanted = desired() if want is None else want
+            return (want is not None or wanted > 0) and sum(map(_ready, fresh)) >= wanted
+
+        pods = wait_for(plan.api, "pods", done, namespace=namespace, label_selector=POD_SELECTOR, timeout=timeout,
+                        what=f"flannel Pods in {namespace} recreated and Ready",
+                        diagnose=lambda _: diagnose.daemonset(plan.api, objects(plan.api).get(ds_ref),
+                                                              namespace=namespace, name=daemonset))
+        return f"{len(pods)} Pod(s) Ready: {', '.join(sorted(pods))}"
+
+    plan.step(step, f"delete the flannel Pods ({POD_SELECTOR}: {', '.join(old) or 'none now'}) so DaemonSet "
+              f"{daemonset} recreates them and flanneld reads the ConfigMap again", delete,
+              command=f"kubectl -n {namespace} delete pod -l {POD_SELECTOR}",
+              touches=[ds_ref, *(Ref("Pod", p, namespace) for p in old)])
+    plan.wait(f"{step}-ready", f"DaemonSet {namespace}/{daemonset} runs a new Ready flannel Pod on each of its nodes"
+              if want is None else f"{namespace} has as many new Ready flannel Pods as before the switch ({want})"
+              if want else "the flannel Pods that were there are gone (none was Ready before the switch)", recreated)
+
+
+def switch_backend(plan: Plan, backend: str, *, namespace: str = "kube-flannel", name: str = CONFIGMAP,
+                   daemonset: str = DAEMONSET, timeout: float = 300) -> pd.DataFrame:
+    """The course's backend change on a real cluster: back up and patch net-conf.json in flannel's
+    ConfigMap, then recreate flannel's Pods so they read it; clean-up puts the ConfigMap back from its
+    backup and recreates the Pods again. ``backend`` "none": nothing asked. Returns net-conf.json before
+    and after (or why nothing changes).
+
+    flanneld reads net-conf.json only at start; the new Pods log ``Found network config - Backend
+    type: <backend>`` and rewrite the routes."""
+    if backend in (NO_SWITCH, ""):
+        return pd.DataFrame([{"net-conf.json": "switch", "value": "(not asked: new_backend is none)"}])
+    if backend not in BACKENDS:
+        raise FlannelConfigError(f"backend {backend!r}: one of {', '.join(BACKENDS)}")
+    ref = Ref("ConfigMap", name, namespace)
+    cm = objects(plan.api).get(ref)
+    if cm is None:
+        plan.check("find-flannel", f"find ConfigMap {namespace}/{name}: absent, so flannel is not installed here "
+                   "(the lab runs no CNI); nothing to switch", lambda: "absent: nothing to switch")
+        return pd.DataFrame([{"net-conf.json": "before", "value": f"(no ConfigMap {namespace}/{name})"}])
+    before, error = _load((cm.get("data") or {}).get("net-conf.json"), "net-conf.json")
+    if before is None:
+        raise FlannelConfigError(f"{namespace}/{name}: {error}; fix it by hand first")
+    after = {**before, "Backend": {"Type": backend}}
+
+    def edit(current: dict) -> dict | None:
+        now, _ = _load((current.get("data") or {}).get("net-conf.json"), "net-conf.json")
+        wanted = {**(now or before), "Backend": {"Type": backend}}
+        return None if now == wanted else {"data": {"net-conf.json": json.dumps(wanted, indent=2)}}
+
+    recorded: dict = {}
+    # registered first: a failed restart below must still be undone
+    plan.at_cleanup(f"restore-{name}", f"put {namespace}/{name} back from its backup, then recreate the flannel "
+                    "Pods so they read it again", lambda: _restore(plan, ref, daemonset, timeout, recorded),
+                    command=f"kubectl replace -f backup.yaml; kubectl -n {namespace} delete pod -l {POD_SELECTOR}",
+                    touches=[ref, Ref("DaemonSet", daemonset, namespace)])
+    plan.modify(ref, edit, step="patch-net-conf", restore=False,
+                description=f"back up {namespace}/{name}, then set Backend.Type to {backend} in its net-conf.json "
+                            "(put back from the backup at clean-up)",
+                command=f"kubectl -n {namespace} get cm {name} -o yaml > backup.yaml; kubectl -n {namespace} edit cm "
+                        f"{name}   # \"Backend\": {{\"Type\": \"{backend}\"}}")
+    changed = before != after
+    if changed:
+        restart_pods(plan, namespace, daemonset=daemonset, timeout=timeout, recorded=recorded)
     return pd.DataFrame([{"net-conf.json": "before", "value": json.dumps(before)},
                          {"net-conf.json": "after", "value": json.dumps(after)}])
+
+
+def _restore(plan: Plan, ref: Ref, daemonset: str, timeout: float, recorded: dict) -> str:
+    change = plan.record.changed.get(ref)
+    if change is None:
+        return "nothing to put back: the run did not change it"
+    plan.restore(change)
+    # back to the state recorded before the switch, not an ideal one
+    restart_pods(plan, ref.namespace, daemonset=daemonset, step="restart-flannel-again", timeout=timeout,
+                 want=recorded.get("ready", 0))
+    return f"restored from {change.backup}; flannel Pods recreated"

@@ -1,7 +1,7 @@
 """Traffic through the netns lab: ping tables and the vxlan / host-gw comparison (numbers, one run).
 
-    ping_table([("kb-netlab-pod1", "10.244.2.2")], count=3)
-    compare_backends(lab, nodes, plan=plan, count=20)   # builds each backend in turn, measures, tears down
+    ping(plan, [("kb-netlab-pod1", "10.244.2.2")], count=3)   # a check after the build (skipped in a dry run)
+    compare_backends(plan, lab, nodes, count=20)   # builds each backend in turn and measures it
 """
 from __future__ import annotations
 
@@ -12,11 +12,20 @@ from . import topology
 from .netns import NetLab, largest_payload, links, ping
 
 
+PING_COLUMNS = ["from", "to", "sent", "received", "rtt_min_ms", "rtt_avg_ms", "rtt_max_ms", "error"]
+
+
 def ping_table(pairs: list[tuple[str, str]], *, count: int = 3, timeout: float = 1.0) -> pd.DataFrame:
     """One ping run per (namespace, destination): sent, received, round trips in milliseconds."""
-    rows = [ping(ns, dst, count=count, timeout=timeout) for ns, dst in pairs]
-    cols = ["from", "to", "sent", "received", "rtt_min_ms", "rtt_avg_ms", "rtt_max_ms", "error"]
-    return pd.DataFrame(rows, columns=cols)
+    return pd.DataFrame([ping(ns, dst, count=count, timeout=timeout) for ns, dst in pairs], columns=PING_COLUMNS)
+
+
+def ping_check(plan: Plan, pairs: list[tuple[str, str]], *, count: int = 3, timeout: float = 1.0,
+               name: str = "ping") -> pd.DataFrame:
+    """:func:`ping_table` as a check of ``plan``: run when acting (the lab exists), an empty table in a dry run."""
+    table = plan.check(f"{name}-{len(plan.rows)}", f"{count} ping(s) for {', '.join(f'{ns} → {dst}' for ns, dst in pairs)}",
+                       lambda: ping_table(pairs, count=count, timeout=timeout))
+    return table if table is not None else pd.DataFrame(columns=PING_COLUMNS)
 
 
 def backend_numbers(lab: NetLab, nodes: list[topology.LabNode], backend: str, *, count: int) -> dict:
@@ -34,19 +43,25 @@ def backend_numbers(lab: NetLab, nodes: list[topology.LabNode], backend: str, *,
             "underlay MTU": int(node_links.loc[topology.UNDERLAY_DEV, "mtu"])}
 
 
-def compare_backends(lab: NetLab, nodes: list[topology.LabNode], *, plan: Plan, count: int = 20,
+COMPARISON_COLUMNS = ["backend", "pings", "rtt_min_ms", "rtt_avg_ms", "rtt_max_ms", "largest payload (DF)",
+                      "path MTU", "pod eth0 MTU", "flannel.1 MTU", "underlay MTU"]
+
+
+def compare_backends(plan: Plan, lab: NetLab, nodes: list[topology.LabNode], *, count: int = 20,
                      backends: tuple[str, ...] = ("vxlan", "host-gw")) -> pd.DataFrame:
-    """Build the lab with each backend in turn (from nothing), measure, and return one row per backend.
+    """Build the lab with each backend in turn (from nothing), measure, and return one row per backend
+    (an empty table in a dry run, where nothing is built).
 
     Everything runs in one call so the numbers share the same machine load; they are measurements,
     not guarantees: on an idle machine host-gw saves the encapsulation, on a busy one noise dominates."""
     rows = []
     for backend in backends:
-        lab.reset(plan=plan)
-        lab.apply(topology.underlay(lab, nodes) + topology.flannel(nodes, backend), plan=plan)
-        if plan.acting:
-            rows.append(backend_numbers(lab, nodes, backend, count=count))
-    return pd.DataFrame(rows)
+        lab.rebuild(plan)
+        lab.apply(plan, topology.underlay(lab, nodes) + topology.flannel(nodes, backend))
+        measured = plan.check(f"measure-{backend}", f"{count} pings and the path MTU from pod1 to pod2 over {backend}",
+                              lambda backend=backend: backend_numbers(lab, nodes, backend, count=count))
+        rows += [measured] if measured is not None else []
+    return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
 
 
 def plot_comparison(table: pd.DataFrame):

@@ -1,25 +1,29 @@
 """Network namespaces as lab machines: create, configure through netlink, read back, delete.
 
 A :class:`NetLab` owns the namespaces named ``kb-<lab>-<role>`` (``kb-netlab-node1``,
-``kb-netlab-pod1``...). Every namespace it creates is recorded in a state file before it is
-made, and :meth:`NetLab.teardown` deletes exactly the recorded ones, so nothing else on the
-machine is touched. Everything is configured inside those namespaces, never in the root one,
-and every address must lie in the underlay range 198.18.0.0/15 or the Pod network 10.244.0.0/16.
+``kb-netlab-pod1``...). They are the creation of one run: each is recorded in a state file (with
+the run's id) before it is made, clean-up deletes exactly the recorded ones, and another run
+refuses to build on them. Nothing else on the machine is touched: everything is configured inside
+those namespaces, never in the root one, and every address must lie in the underlay range
+198.18.0.0/15 or the Pod network 10.244.0.0/16.
 
 What to build is a list of items (:class:`Link`, :class:`Address`, :class:`Route`,
 :class:`Neighbour`, :class:`Fdb`, :class:`Sysctl`); each knows the ``ip`` command it stands for,
 so a dry run shows the iproute2 equivalent of every netlink call.
 
     lab = NetLab("netlab")
-    lab.apply(items, plan=plan)       # a Plan step per namespace: described in a dry run
+    lab.apply(plan, items)            # steps of the plan: described in a dry run, done when confirmed
     lab.routes()                      # every namespace's routes as a table
-    lab.teardown(plan=plan)
+    plan.cleanup()                    # deletes the namespaces this run created
+
+    python -m kubebook.network.netns teardown netlab   # remove a lab a run left behind
 """
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
 import functools
+from functools import partial
 import ipaddress
 import json
 import os
@@ -34,6 +38,7 @@ from typing import Iterable, Iterator
 
 import pandas as pd
 
+from .. import paths
 from ..errors import KubebookError
 from ..plan import Plan
 
@@ -44,8 +49,9 @@ ALLOWED = (UNDERLAY_RANGE, POD_RANGE)
 NUD_PERMANENT = 0x80
 RTNH_F_ONLINK = 4
 NTF_SELF = 0x02
-_LAB_NAME = re.compile(r"^[a-z][a-z0-9]{0,11}$")
-_ROLE = re.compile(r"^[a-z][a-z0-9]{0,15}$")
+_LAB_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$")   # a DNS-1123 label, short enough for file names
+_ROLE = re.compile(r"^[a-z][a-z0-9]{0,15}$")                     # node1, pod2, switch: never a '-'
+
 
 
 class NetLabError(KubebookError):
@@ -53,8 +59,7 @@ class NetLabError(KubebookError):
 
 
 def state_root() -> Path:
-    base = Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "state"))
-    return Path(os.environ.get("KUBEBOOK_NETLAB_ROOT", base / "kubebook" / "netlabs"))
+    return paths.netlabs_root()
 
 
 def check_address(cidr: str) -> ipaddress.IPv4Interface:
@@ -246,13 +251,19 @@ def plan_table(items: Iterable[Item]) -> pd.DataFrame:
 # ---------------------------------------------------------------- the lab
 @dataclass
 class NetLab:
-    """Namespaces ``kb-<name>-<role>`` made and removed by this lab, recorded in a state file."""
+    """Namespaces ``kb-<name>-<role>`` made and removed by one run, recorded in a state file.
+
+    A netlab is always the creation of the run that builds it: the state file names that run, and
+    another run refuses to build on it (its namespaces are that run's, left by ``cleanup=False`` or
+    an interruption: ``python -m kubebook.network.netns teardown <name>`` removes them)."""
     name: str
     root: Path = field(default_factory=state_root)
+    _planned: list[str] = field(default_factory=list, init=False, repr=False)  # every namespace a step named
 
     def __post_init__(self) -> None:
         if not _LAB_NAME.match(self.name or ""):
-            raise NetLabError(f"lab name {self.name!r}: 1-12 lower-case letters and digits, starting with a letter")
+            raise NetLabError(f"netlab name {self.name!r}: a DNS-1123 label (lower-case letters, digits and '-') "
+                              "of at most 40 characters")
 
     @property
     def prefix(self) -> str:
@@ -263,136 +274,157 @@ class NetLab:
             raise NetLabError(f"namespace role {role!r}: lower-case letters and digits")
         return self.prefix + role
 
+    def owns_name(self, namespace: str) -> bool:
+        """``kb-<name>-<role>`` exactly: lab ``a`` does not claim lab ``a-b``'s ``kb-a-b-node1``."""
+        return namespace.startswith(self.prefix) and bool(_ROLE.match(namespace[len(self.prefix):]))
+
     @property
     def state_file(self) -> Path:
         return self.root / f"{self.name}.json"
 
-    def recorded(self) -> list[str]:
-        """The namespaces this lab created (and has not deleted yet)."""
+    def _state(self) -> dict:
         try:
-            return list(json.loads(self.state_file.read_text())["namespaces"])
+            return json.loads(self.state_file.read_text())
         except FileNotFoundError:
-            return []
+            return {}
 
-    def _record(self, names: list[str]) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
+    def recorded(self) -> list[str]:
+        """The namespaces this lab's run created (and has not deleted yet)."""
+        return list(self._state().get("namespaces", []))
+
+    def owner(self) -> str:
+        """The run that created the recorded namespaces ("" when none are recorded)."""
+        return self._state().get("run", "") if self.recorded() else ""
+
+    def _record(self, names: list[str], run: str) -> None:
+        paths.private_dir(self.root)
         tmp = self.state_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"lab": self.name, "namespaces": sorted(set(names))}, indent=1))
+        tmp.write_text(json.dumps({"lab": self.name, "run": run, "namespaces": sorted(set(names))}, indent=1))
         tmp.replace(self.state_file)
 
     @_outside_event_loop
     def existing(self) -> list[str]:
         """This lab's namespaces that exist now (recorded or not)."""
         from pyroute2 import netns
-        return sorted(n for n in netns.listnetns() if n.startswith(self.prefix))
+        return sorted(n for n in netns.listnetns() if self.owns_name(n))
 
-    # -- create / delete
+    def check_owner(self, run: str) -> None:
+        """Refuse (before any change) a lab whose namespaces another run created and left."""
+        owner = self.owner()
+        if owner and owner != run:
+            raise NetLabError(f"netlab {self.name!r} is still there from run {owner} ({', '.join(self.recorded())}), "
+                              f"and a run only builds and deletes its own: remove it with `python -m "
+                              f"kubebook.network.netns teardown {self.name}`, or choose another network_lab")
+
+    # -- create / delete (what the steps do)
     @_outside_event_loop
-    def ensure_namespaces(self, names: Iterable[str]) -> list[str]:
-        """Create the missing ones (recorded first, so a crash never leaves an unrecorded namespace)."""
+    def ensure_namespaces(self, names: Iterable[str], run: str) -> list[str]:
+        """Create the missing ones for ``run`` (recorded first, so a crash never leaves an unrecorded namespace)."""
         from pyroute2 import netns
         names = sorted(set(names))
         if os.geteuid() != 0:
             raise NetLabError("network namespaces need root (CAP_NET_ADMIN and CAP_SYS_ADMIN); run as root")
+        self.check_owner(run)
         present = set(netns.listnetns())
         recorded = set(self.recorded())
         for n in names:
-            if not n.startswith(self.prefix):
-                raise NetLabError(f"namespace {n!r} is not the lab's (prefix {self.prefix})")
+            if not self.owns_name(n):
+                raise NetLabError(f"namespace {n!r} is not the lab's (kb-{self.name}-<role>)")
             if n in present and n not in recorded:
                 raise NetLabError(f"namespace {n} exists but this lab did not create it; not touching it")
         made = [n for n in names if n not in present]
-        self._record([*recorded, *names])
+        self._record([*recorded, *names], run)
         for n in made:
             netns.create(n)
         return made
 
-    def teardown(self, *, plan: Plan | None = None) -> str | None:
-        """Delete every namespace this lab recorded (their links, routes, bridges go with them)."""
+    @_outside_event_loop
+    def delete_recorded(self) -> str:
+        """Delete every recorded namespace (their links, routes and bridges go with them), then the record."""
+        from pyroute2 import netns
         names = self.recorded()
+        present = set(netns.listnetns())
+        gone = [n for n in names if n in present]
+        for n in gone:
+            netns.remove(n)
+        self.state_file.unlink(missing_ok=True)
+        return f"deleted {', '.join(gone)}" if gone else "nothing to delete"
 
-        @_outside_event_loop
-        def act() -> str:
-            from pyroute2 import netns
-            present = set(netns.listnetns())
-            gone = [n for n in names if n in present]
-            for n in gone:
-                netns.remove(n)
-            self.state_file.unlink(missing_ok=True)
-            return f"deleted {', '.join(gone)}" if gone else "nothing to delete"
-
-        command = "; ".join(f"ip netns del {n}" for n in names) or "(no namespaces recorded)"
-        if plan is None:
-            return act()
-        return plan.step(f"teardown-{self.name}", f"delete the lab's namespaces ({len(names)} recorded)",
-                         act, command=command)
-
-    def reset(self, *, plan: Plan | None = None) -> str | None:
-        """Start from nothing: a re-run rebuilds instead of tripping over what the last run left."""
-        if not self.recorded():
-            return "nothing left from a previous run"
-        return self.teardown(plan=plan)
-
-    # -- configure
-    def apply(self, items: Iterable[Item], *, plan: Plan | None = None) -> list:
-        """Create ``items``: the namespaces they name, then one step per namespace in order."""
+    # -- steps of a plan
+    def apply(self, plan: Plan, items: Iterable[Item]) -> str | None:
+        """Create ``items`` as steps of ``plan``: the namespaces they name that no earlier step made
+        (this run's own, deleted at clean-up), then one step per namespace, in order. Refused in the
+        dry run already for a lab another run left. Returns what was done (None in a dry run)."""
         items = validate(items, self)
+        self.check_owner(plan.record.run)
         namespaces = list(dict.fromkeys(n for it in items for n in (it.ns, getattr(it, "peer_ns", "")) if n))
+        new = [n for n in namespaces if n not in self._planned]
+        self._planned = sorted({*self._planned, *namespaces})
+        plan.at_cleanup(f"teardown-{self.name}", f"delete netlab {self.name}'s network namespaces (this run created "
+                        "them; their devices and routes go with them)", self.delete_recorded,
+                        command="; ".join(f"ip netns del {n}" for n in self._planned))
         results = []
-
-        def run(step, description, action, command):
-            if plan is None:
-                return action()
-            return plan.step(step, description, action, command=command)
-
-        results.append(run(f"namespaces-{self.name}", f"create namespaces {', '.join(namespaces)} if missing",
-                           lambda: ", ".join(self.ensure_namespaces(namespaces)) or "all there",
-                           "; ".join(f"ip netns add {n}" for n in namespaces)))
+        if new:
+            results.append(plan.step(f"namespaces-{self.name}", f"create network namespaces {', '.join(new)} (this "
+                                     f"run's own netlab, recorded in {self.state_file})",
+                                     lambda: "created " + (", ".join(self.ensure_namespaces(namespaces, plan.record.run))
+                                                           or "nothing: all there"),
+                                     command="; ".join(f"ip netns add {n}" for n in new)))
         for ns in dict.fromkeys(it.ns for it in items):
             mine = [it for it in items if it.ns == ns]
             kinds = ", ".join(dict.fromkeys(_PLURAL[type(it).__name__] for it in mine))
-            results.append(run(f"configure-{ns}", f"configure {ns}: {kinds}",
-                               lambda mine=mine: _configure(mine), "\n    $ ".join(it.command() for it in mine)))
+            results.append(plan.step(f"configure-{ns}", f"configure {ns}: {kinds}", partial(_configure, mine),
+                                     command="\n    $ ".join(it.command() for it in mine)))
+        done = [r for r in results if r]
+        return "; ".join(done) if plan.acting else None
+
+    def rebuild(self, plan: Plan) -> str | None:
+        """Delete this run's namespaces so the next :meth:`apply` starts from nothing (another backend)."""
+        self.check_owner(plan.record.run)
+        self._planned = []
+        return plan.step(f"rebuild-{self.name}", f"delete netlab {self.name}'s namespaces to build it again",
+                         self.delete_recorded, command="; ".join(f"ip netns del {n}" for n in self.recorded()) or
+                         f"ip netns del {self.prefix}...")
+
+    def teardown(self, plan: Plan) -> str | None:
+        """Delete the lab now, as a step (clean-up does it too)."""
+        return plan.step(f"teardown-{self.name}-now", f"delete netlab {self.name}'s network namespaces",
+                         self.delete_recorded, command="; ".join(f"ip netns del {n}" for n in self.recorded()))
+
+    def remove_links(self, plan: Plan, namespaces: Iterable[str], names: Iterable[str]) -> list:
+        """Delete devices (``ip link del``) in the lab's namespaces; missing ones are fine."""
+        names = list(names)
+        results = []
+        for ns in namespaces:
+            if not self.owns_name(ns):
+                raise NetLabError(f"namespace {ns!r} is not the lab's")
+            results.append(plan.step(f"del-links-{ns}", f"delete {', '.join(names)} in {ns}",
+                                     partial(self._remove_links, ns, names),
+                                     command="; ".join(f"ip -n {ns} link del {n}" for n in names)))
         return results
 
-    def remove_links(self, ns: str, names: Iterable[str], *, plan: Plan | None = None) -> str | None:
-        """Delete devices (``ip link del``) in one of the lab's namespaces; missing ones are fine."""
-        if not ns.startswith(self.prefix):
-            raise NetLabError(f"namespace {ns!r} is not the lab's")
-        names = list(names)
-
-        @_outside_event_loop
-        def act() -> str:
-            if ns not in self.existing():
-                return "namespace gone"
-            with _open(ns) as ipr:
-                gone = []
-                for n in names:
-                    idx = ipr.link_lookup(ifname=n)
-                    if idx:
-                        ipr.link("del", index=idx[0])
-                        gone.append(n)
-            return f"deleted {', '.join(gone)}" if gone else "already gone"
-
-        command = "; ".join(f"ip -n {ns} link del {n}" for n in names)
-        return act() if plan is None else plan.step(f"del-links-{ns}", f"delete {', '.join(names)} in {ns}",
-                                                     act, command=command)
-
     @_outside_event_loop
-    def try_route(self, route: Route) -> str:
-        """Ask the kernel in ``route.ns`` to add ``route``, then remove it again; returns its answer.
+    def _remove_links(self, ns: str, names: list[str]) -> str:
+        if ns not in self.existing():
+            return "namespace gone"
+        gone = []
+        with _open(ns) as ipr:
+            for n in names:
+                idx = ipr.link_lookup(ifname=n)
+                if idx:
+                    ipr.link("del", index=idx[0])
+                    gone.append(n)
+        return f"deleted {', '.join(gone)}" if gone else "already gone"
+
+    def try_route(self, plan: Plan, route: Route) -> str | None:
+        """Ask the kernel in ``route.ns`` to add ``route``, then remove it again: its answer (a step).
 
         Shows why host-gw needs L2 adjacency: a gateway outside every connected subnet is refused."""
         validate([route], self)
-        with _open(route.ns) as ipr:
-            spec = {"dst": route.dst, "oif": ipr.link_lookup(ifname=route.dev)[0], "gateway": route.via}
-            try:
-                ipr.route("add", **spec)
-            except Exception as exc:  # noqa: BLE001 - the kernel's refusal is the answer shown
-                code = getattr(exc, "code", None)
-                return f"refused: {os.strerror(code) if code else exc}"
-            ipr.route("del", **spec)
-            return "accepted"
+        return plan.step(f"try-route-{route.via}", f"ask the kernel in {route.ns} for {route.dst} via {route.via} "
+                         "(added and removed again)", partial(_try_route, route),
+                         command=f"{Route(route.ns, route.dst, route.dev, route.via).command()}; "
+                                 f"ip -n {route.ns} route del {route.dst}")
 
     # -- read back through netlink
     def _each(self, reader) -> pd.DataFrame:
@@ -417,14 +449,28 @@ class NetLab:
 
 
 @contextmanager
-def temporary(name: str, **kwargs) -> Iterator[NetLab]:
-    """A :class:`NetLab` that starts empty and is torn down on exit, whatever happened (tests use it)."""
+def temporary(name: str, **kwargs) -> Iterator[tuple[NetLab, Plan]]:
+    """A :class:`NetLab` and a confirmed plan to build it, deleted on exit whatever happened (tests)."""
     lab = NetLab(name, **kwargs)
-    lab.reset()
+    plan = Plan(target=name, kind="netlab", confirm=name, log=lambda m: None)
+    lab.check_owner(plan.record.run)
     try:
-        yield lab
+        yield lab, plan
     finally:
-        lab.teardown()
+        lab.delete_recorded()
+
+
+@_outside_event_loop
+def _try_route(route: Route) -> str:
+    with _open(route.ns) as ipr:
+        spec = {"dst": route.dst, "oif": ipr.link_lookup(ifname=route.dev)[0], "gateway": route.via}
+        try:
+            ipr.route("add", **spec)
+        except Exception as exc:  # noqa: BLE001 - the kernel's refusal is the answer shown
+            code = getattr(exc, "code", None)
+            return f"refused: {os.strerror(code) if code else exc}"
+        ipr.route("del", **spec)
+        return "accepted"
 
 
 def _open(ns: str):
@@ -497,7 +543,7 @@ def _configure(items: list[Item]) -> str:
                 # sysctls are procfs files, not netlink: pyroute2 cannot set them in another namespace
                 subprocess.run(["ip", "netns", "exec", ns, "sysctl", "-qw", f"{it.key}={it.value}"], check=True)
                 done += 1
-    return f"{done} changes"
+    return f"{ns}: {done} change(s)"
 
 
 # ---------------------------------------------------------------- netlink readers (one namespace)
@@ -620,3 +666,22 @@ def largest_payload(ns: str, dst: str, *, low: int = 1000, high: int = 1472) -> 
         else:
             high = mid - 1
     return low
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m kubebook.network.netns teardown NAME``: delete a netlab a run left (its recorded namespaces)."""
+    import argparse
+    parser = argparse.ArgumentParser(prog="python -m kubebook.network.netns", description=main.__doc__)
+    parser.add_argument("action", choices=["teardown", "show"])
+    parser.add_argument("name")
+    args = parser.parse_args(argv)
+    lab = NetLab(args.name)
+    if args.action == "show":
+        print(json.dumps({"lab": lab.name, "run": lab.owner(), "recorded": lab.recorded(), "existing": lab.existing()}))
+        return 0
+    print(lab.delete_recorded())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

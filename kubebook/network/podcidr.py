@@ -217,10 +217,23 @@ def all_pod_cidrs(api) -> list[str]:
     return [c for n in list_nodes(api) for c in ((n.get("spec") or {}).get("podCIDRs") or [])]
 
 
-def wait_pod_ips(api, namespace: str, selector: str, *, timeout: float = 60) -> int:
-    """Wait until every scheduled Pod matching ``selector`` has an IP (the CNI, or kwok, gave it one)."""
+def wait_pod_ips(plan, namespace: str, selector: str, *, timeout: float = 60) -> str | None:
+    """Wait (a step of ``plan``) until every scheduled Pod matching ``selector`` has an IP (the CNI, or
+    kwok, gave it one); stops with the reason when a Pod cannot be scheduled or started."""
+    from .. import diagnose
     from ..waits import wait_for
-    pods = wait_for(api, "pods", lambda ps: bool(ps) and all(
-        (p.get("status") or {}).get("podIP") for p in ps.values() if (p.get("spec") or {}).get("nodeName")),
-        namespace=namespace, label_selector=selector, timeout=timeout, what=f"Pod IPs in {namespace} ({selector})")
-    return len(pods)
+
+    def act() -> str:
+        pods = wait_for(plan.api, "pods", lambda ps: bool(ps) and all(
+            (p.get("status") or {}).get("podIP") for p in ps.values() if (p.get("spec") or {}).get("nodeName")),
+            namespace=namespace, label_selector=selector, timeout=timeout, what=f"Pod IPs in {namespace} ({selector})",
+            diagnose=lambda _: diagnose.pods(plan.api, namespace, selector, f"the Pods {selector}"))
+        return f"{len(pods)} Pods with an IP"
+
+    return plan.wait(f"pod-ips-{namespace}", f"every scheduled Pod {selector} in {namespace} has an IP", act)
+
+
+def node_subnet_env(api, node: str, network: str, backend: str = "vxlan") -> dict[str, str]:
+    """``/run/flannel/subnet.env`` as flanneld would write it on ``node`` (from its podCIDR)."""
+    from .flannel import subnet_env
+    return subnet_env(network, node_pod_cidrs(api, [node])[0], backend)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from ..plan import Plan
 from .netns import Address, Fdb, Item, Link, Neighbour, NetLab, NetLabError, Route, Sysctl, check_network
 
 UNDERLAY_NET = ipaddress.ip_network("198.18.0.0/24")
@@ -37,6 +38,7 @@ class LabNode:
     underlay: str
     pod_cidr: str
     pod_ns: str
+    stands_for: str = ""      # the cluster node whose podCIDR it took ("" when podCIDRs were given)
 
     @property
     def network(self) -> ipaddress.IPv4Network:
@@ -64,7 +66,16 @@ class LabNode:
         return "0a:" + ":".join(f"{b:02x}" for b in digest[:5])
 
 
-def lab_nodes(lab: NetLab, pod_cidrs: list[str]) -> list[LabNode]:
+def simulated_nodes(lab: NetLab, target, nodes: list[str], pod_cidrs: list[str] = ()) -> list[LabNode]:
+    """The lab's nodes: with the given ``pod_cidrs``, or with the podCIDRs of the cluster's ``nodes``
+    (read through ``target``, a :class:`kubebook.connect.Target`)."""
+    if pod_cidrs:
+        return lab_nodes(lab, list(pod_cidrs))
+    from .podcidr import node_pod_cidrs
+    return lab_nodes(lab, node_pod_cidrs(target.api, list(nodes)), names=list(nodes))
+
+
+def lab_nodes(lab: NetLab, pod_cidrs: list[str], *, names: list[str] = ()) -> list[LabNode]:
     """One :class:`LabNode` per podCIDR (2 or more, /16 to /28, disjoint, inside 10.244.0.0/16)."""
     if len(pod_cidrs) < 2:
         raise NetLabError("the lab needs at least two nodes' podCIDRs")
@@ -78,7 +89,8 @@ def lab_nodes(lab: NetLab, pod_cidrs: list[str]) -> list[LabNode]:
             if a.overlaps(b):
                 raise NetLabError(f"podCIDRs {a} and {b} overlap: two nodes would hand out the same Pod IPs")
     hosts = list(UNDERLAY_NET.hosts())
-    return [LabNode(i + 1, lab.ns(f"node{i + 1}"), str(hosts[i]), str(n), lab.ns(f"pod{i + 1}"))
+    names = list(names) + [""] * len(nets)
+    return [LabNode(i + 1, lab.ns(f"node{i + 1}"), str(hosts[i]), str(n), lab.ns(f"pod{i + 1}"), names[i])
             for i, n in enumerate(nets)]
 
 
@@ -106,6 +118,13 @@ def p2p_vxlan(nodes: list[LabNode], *, vni: int = 20, port: int = 4789, name: st
             Address(a.ns, name, P2P_OVERLAY[0]),
             Link(b.ns, name, "vxlan", vni=vni, port=port, remote=a.underlay, dev=UNDERLAY_DEV),
             Address(b.ns, name, P2P_OVERLAY[1])]
+
+
+def p2p_probes(nodes: list[LabNode], *, underlay: bool = True) -> list[tuple[str, str]]:
+    """What the demo pings from node1: node2's underlay address (``underlay``), and its overlay address."""
+    a, b = nodes[:2]
+    overlay = str(ipaddress.ip_interface(P2P_OVERLAY[1]).ip)
+    return ([(a.ns, b.underlay)] if underlay else []) + [(a.ns, overlay)]
 
 
 def p2p_routes(nodes: list[LabNode], *, name: str = "vxlan20") -> list[Item]:
@@ -152,10 +171,36 @@ def pod_pairs(nodes: list[LabNode]) -> list[tuple[str, str]]:
     return [(a.pod_ns, b.pod_ip) for a in nodes for b in nodes if a is not b]
 
 
-def node_table(nodes: list[LabNode], cluster_nodes: list[str] = ()) -> pd.DataFrame:
+def node_table(nodes: list[LabNode]) -> pd.DataFrame:
     """The simulated nodes: which cluster node each stands for, its addresses and its pod."""
-    names = list(cluster_nodes) + [""] * len(nodes)
-    return pd.DataFrame([{"stands for": names[i], "namespace": n.ns, "underlay (eth0)": n.underlay,
+    return pd.DataFrame([{"stands for": n.stands_for, "namespace": n.ns, "underlay (eth0)": n.underlay,
                           "podCIDR": n.pod_cidr, "cni0": n.gateway, "flannel.1": n.vtep_ip,
                           "flannel.1 MAC": n.vtep_mac, "pod namespace": n.pod_ns, "pod IP": n.pod_ip}
-                         for i, n in enumerate(nodes)])
+                         for n in nodes])
+
+
+def remove_p2p(plan: Plan, lab: NetLab, nodes: list[LabNode], *, name: str = "vxlan20") -> list:
+    """The course's clean-up of the point-to-point demo (``ip link del vxlan20`` on both nodes)."""
+    return lab.remove_links(plan, [n.ns for n in nodes[:2]], [name])
+
+
+def subnet_envs(nodes: list[LabNode], network: str = "10.244.0.0/16", backend: str = "vxlan") -> pd.DataFrame:
+    """``/run/flannel/subnet.env`` of every simulated node, one row each (what flanneld would write)."""
+    from .flannel import subnet_env
+    return pd.DataFrame([{"node": n.ns, **subnet_env(network, n.pod_cidr, backend)} for n in nodes])
+
+
+# A podCIDR no node uses, so the test routes of :func:`adjacency` collide with nothing
+SPARE_CIDR = "10.244.250.0/24"
+FAR_GATEWAY = "198.19.200.2"   # in the lab's range, but on no segment node1 is connected to
+
+
+def adjacency(plan: Plan, lab: NetLab, nodes: list[LabNode]) -> pd.DataFrame:
+    """Why host-gw needs L2 adjacency: node1's kernel asked for a route via a gateway in another
+    segment, then via node2 on its own segment (each added and removed again)."""
+    first = nodes[0]
+    asked = [("gateway in another segment", Route(first.ns, SPARE_CIDR, UNDERLAY_DEV, via=FAR_GATEWAY)),
+             ("gateway on the segment", Route(first.ns, SPARE_CIDR, UNDERLAY_DEV, via=nodes[1].underlay))]
+    rows = [{"route": f"{r.dst} via {r.via} dev {r.dev}", "gateway": label,
+             "kernel says": lab.try_route(plan, r) or "(dry run: not asked)"} for label, r in asked]
+    return pd.DataFrame(rows, columns=["route", "gateway", "kernel says"])
