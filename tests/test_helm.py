@@ -60,18 +60,58 @@ LINT_FAILED = ("==> Linting ./broken\n[INFO] Chart.yaml: icon is recommended\n"
 
 # ---------------------------------------------------------------- arguments
 
-def test_set_arguments_keep_types_and_escape_commas():
-    args = helm.set_arguments({"replicaCount": 2, "image.tag": "1.27", "ingress.enabled": True,
-                               "hosts": "a,b", "nodeSelector": None})
-    assert args == ["--set-json", "replicaCount=2", "--set-string", "image.tag=1.27",
-                    "--set-json", "ingress.enabled=true", "--set-string", "hosts=a\\,b",
-                    "--set-json", "nodeSelector=null"]
+def test_values_nest_paths_and_maps_as_one_document():
+    nested = helm.nest({"replicaCount": 2, "image.tag": "1.27", "ingress.enabled": True, "hosts": "a,b",
+                        "nodeSelector": None, "auth": {"adminUser": "admin", "x.y": 1}, "auth.adminPassword": "pw",
+                        "list[1].name": "b", "annotations.example\\.com/team": "web",
+                        "tolerations": [{"key": "a.b/c"}]})
+    assert nested == {"replicaCount": 2, "image": {"tag": "1.27"}, "ingress": {"enabled": True}, "hosts": "a,b",
+                      "nodeSelector": None, "auth": {"adminUser": "admin", "x.y": 1, "adminPassword": "pw"},
+                      "list": [None, {"name": "b"}], "annotations": {"example.com/team": "web"},
+                      "tolerations": [{"key": "a.b/c"}]}
 
 
-@pytest.mark.parametrize("key", ["", "a=b", "a,b"])
-def test_set_arguments_reject_keys_that_are_not_paths(key):
+@pytest.mark.parametrize("key", ["", "a=b", "a,b", "a..b", "a[x]"])
+def test_value_keys_that_are_not_paths_are_refused(key):
     with pytest.raises(KubebookError, match="not a helm value path"):
-        helm.set_arguments({key: 1})
+        helm.nest({key: 1})
+
+
+def test_a_value_cannot_go_through_a_scalar():
+    with pytest.raises(KubebookError, match="not a map"):
+        helm.nest({"image": "nginx", "image.tag": "1.27"})
+
+
+FAKE_HELM = """#!/bin/sh
+# records what helm would get: its arguments, and each values file's mode, directory mode and content
+out="$KUBEBOOK_FAKE_HELM_LOG"
+printf '%s\\n' "$@" > "$out.argv"
+while [ $# -gt 0 ]; do
+  if [ "$1" = "--values" ]; then
+    stat -c '%a' "$2" > "$out.mode"; stat -c '%a' "$(dirname "$2")" > "$out.dirmode"
+    cat "$2" > "$out.values"; echo "$2" > "$out.path"
+  fi
+  shift
+done
+"""
+
+
+def test_values_reach_helm_in_a_private_file_never_on_its_command_line(tmp_path, monkeypatch):
+    fake = tmp_path / "helm"
+    fake.write_text(FAKE_HELM)
+    fake.chmod(0o700)
+    log = tmp_path / "call"
+    monkeypatch.setenv("KUBEBOOK_FAKE_HELM_LOG", str(log))
+    h = helm.Helm(binary=fake, home=tmp_path / "home")
+    h.template(tmp_path, "web", values={"auth.adminPassword": PASSWORD, "replicaCount": 2})
+    argv = log.with_suffix(".argv").read_text()
+    assert PASSWORD not in argv and "--set" not in argv and "--values" in argv
+    assert log.with_suffix(".mode").read_text().strip() == "600"
+    assert log.with_suffix(".dirmode").read_text().strip() == "700"
+    assert yaml.safe_load(log.with_suffix(".values").read_text()) == {"auth": {"adminPassword": PASSWORD},
+                                                                     "replicaCount": 2}
+    assert not Path(log.with_suffix(".path").read_text().strip()).parent.exists()   # removed after the command
+    assert PASSWORD not in helm.describe_values({"auth.adminPassword": PASSWORD})
 
 
 @pytest.mark.parametrize("name", ["web", "eladmin-web", "a1", "x" * 53])
@@ -128,6 +168,8 @@ def test_helm_directories_are_kubebooks_not_the_users(tmp_path, monkeypatch):
     (STDERR_WITH_WARNINGS, 'Kubernetes cluster unreachable: context "nope" does not exist'),
     ("", "helm failed"),
     ("panic: something odd\n", "panic: something odd"),
+    ("Error: UPGRADE FAILED: 1 error occurred:\n\t* Deployment.apps \"web\" is invalid: spec.replicas: must be >= 0\n\n",
+     'UPGRADE FAILED: 1 error occurred: Deployment.apps "web" is invalid: spec.replicas: must be >= 0'),
 ])
 def test_error_line_is_helms_last_error(stderr, line):
     assert helm.error_line(stderr) == line
@@ -216,7 +258,7 @@ def local_helm(tmp_path_factory):
 
 
 def test_shipped_chart_renders_with_set_values_and_a_masked_password(local_helm):
-    manifest = local_helm.template(helm.CHARTS / "eladmin-web", "web", set_values={"replicaCount": 3})
+    manifest = local_helm.template(helm.CHARTS / "eladmin-web", "web", values={"replicaCount": 3})
     objects = {o["kind"]: o for o in helm.split_manifest(manifest)}
     assert set(objects) == {"Secret", "ConfigMap", "Service", "Deployment"}
     assert objects["Deployment"]["spec"]["replicas"] == 3
@@ -226,12 +268,23 @@ def test_shipped_chart_renders_with_set_values_and_a_masked_password(local_helm)
     assert generated not in shown and objects["Secret"]["data"]["admin-password"] not in shown
 
 
+def test_the_admin_password_value_goes_into_the_charts_secret(local_helm):
+    manifest = local_helm.template(helm.CHARTS / "eladmin-web", "web", values={"auth.adminPassword": PASSWORD})
+    secret = next(o for o in helm.split_manifest(manifest) if o["kind"] == "Secret")
+    assert base64.b64decode(secret["data"]["admin-password"]).decode() == PASSWORD
+    deployment = next(o for o in helm.split_manifest(manifest) if o["kind"] == "Deployment")
+    env = deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert {"name": "ADMIN_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "web-eladmin-web",
+                                                                     "key": "admin-password"}}} in env
+    assert PASSWORD not in helm.safe_manifest(manifest)
+
+
 def test_template_tour_renders_each_idea(local_helm):
     control = helm.split_manifest(helm.render_one(local_helm, helm.TOUR, "control.yaml", "tour",
-                                                  set_values={"ingress.enabled": True}))[0]["data"]
+                                                  values={"ingress.enabled": True}))[0]["data"]
     assert control["mug"] == "true" and control["port-1"] == "metrics=9113" and "ingress-host" in control
     pod = helm.split_manifest(helm.render_one(local_helm, helm.TOUR, "toyaml.yaml", "tour",
-                                              set_values={"nodeSelector": None}))[0]
+                                              values={"nodeSelector": None}))[0]
     assert "nodeSelector" not in pod["spec"]
     labels = helm.split_manifest(helm.render_one(local_helm, helm.TOUR, "define-include.yaml", "tour"))[0]
     assert labels["metadata"]["labels"]["app.kubernetes.io/instance"] == "tour"
@@ -243,7 +296,7 @@ def test_set_wins_over_values_file(local_helm, tmp_path):
     values = helm.write_values_file(tmp_path / "v.yaml", {"replicaCount": 3, "image": {"tag": "1.25"}})
     assert values.stat().st_mode & 0o777 == 0o600
     table = helm.precedence(local_helm, chart, "nginx", values_file=values,
-                            set_values={"replicaCount": 2, "image.tag": "alpine"})
+                            values={"replicaCount": 2, "image.tag": "alpine"})
     assert list(table["replicas"]) == [1, 3, 2, 2]
     assert list(table["image"])[1:] == ["nginx:1.25", "nginx:alpine", "nginx:alpine"]
     layout = set(helm.chart_layout(chart)["path"])
@@ -270,12 +323,11 @@ PUSH_OUTPUT = ("Pushed: 127.0.0.1:41677/luffy/eladmin-web:0.1.0\n"
 
 
 def test_push_output_is_parsed():
-    from kubebook.helm import _pushed_or_pulled
-    assert _pushed_or_pulled(PUSH_OUTPUT, "Pushed") == {
+    assert helm.pushed_or_pulled(PUSH_OUTPUT, "Pushed") == {
         "reference": "127.0.0.1:41677/luffy/eladmin-web:0.1.0", "repository": "luffy/eladmin-web", "tag": "0.1.0",
         "digest": "sha256:f1c3a4db5bc78cf5a070695583c08656315e3098e785d38835133f895d23940d"}
     with pytest.raises(helm.HelmError, match="unexpected output"):
-        _pushed_or_pulled("Pushed: x\n", "Pushed")
+        helm.pushed_or_pulled("Pushed: x\n", "Pushed")
 
 
 def test_push_needs_an_oci_reference(local_helm, tmp_path):

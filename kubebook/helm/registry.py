@@ -13,7 +13,6 @@ Manifests are kept in memory and blobs in ``blobs_dir``: a stopped registry forg
 """
 from __future__ import annotations
 
-import atexit
 import contextlib
 import json
 import os
@@ -26,7 +25,7 @@ from typing import Callable, Iterator
 
 import pandas as pd
 
-from .. import binaries
+from .. import binaries, process
 from ..errors import KubebookError
 
 MODULE = "github.com/google/go-containerregistry"
@@ -111,10 +110,11 @@ def ensure_registry(*, log: Callable[[str], None] = lambda m: print(m, file=sys.
 
 @dataclass
 class LocalRegistry:
-    """A running registry process on 127.0.0.1 (started by :meth:`start`, stopped by PID)."""
+    """A running registry process on 127.0.0.1, started by :meth:`start` as a scratch process of
+    this one (it never outlives it: see :mod:`kubebook.process`), stopped by its record."""
 
     address: str
-    process: subprocess.Popen
+    child: process.Child
     log_path: Path
 
     @classmethod
@@ -124,21 +124,15 @@ class LocalRegistry:
         blobs = Path(blobs_dir).expanduser()
         blobs.mkdir(parents=True, exist_ok=True)
         log_path = blobs.parent / f"{NAME}.log"
-        log_file = open(log_path, "ab")
-        proc = subprocess.Popen([str(binary), "--address", address, "--blobs", str(blobs)],
-                                stdout=subprocess.PIPE, stderr=log_file, text=True)
-        log_file.close()
-        assert proc.stdout is not None
+        child = process.start([binary, "--address", address, "--blobs", blobs], log=log_path, scratch=True,
+                              capture_stdout=True)
         # the first line comes once the listener is open, or never if it fails (then stdout closes)
-        line = _read_line(proc, timeout)
+        line = _read_line(child.popen, timeout)
         if not line.startswith("listening on "):
-            proc.kill()
-            proc.wait()
+            process.stop(child.record, kill=True)
             tail = log_path.read_text(errors="replace")[-500:].strip()
             raise KubebookError(f"{NAME} did not start: {tail or line or 'no output'} (log: {log_path})")
-        registry = cls(address=line.removeprefix("listening on ").strip(), process=proc, log_path=log_path)
-        atexit.register(registry.stop)  # a notebook whose later cell fails still stops it with its kernel
-        return registry
+        return cls(address=line.removeprefix("listening on ").strip(), child=child, log_path=log_path)
 
     @classmethod
     @contextlib.contextmanager
@@ -151,11 +145,15 @@ class LocalRegistry:
 
     @property
     def pid(self) -> int:
-        return self.process.pid
+        return self.child.pid
+
+    @property
+    def process(self) -> subprocess.Popen:
+        return self.child.popen
 
     @property
     def running(self) -> bool:
-        return self.process.poll() is None
+        return self.child.running
 
     def oci(self, path: str = "") -> str:
         """``oci://<address>/<path>``, the reference helm push/pull take."""
@@ -187,18 +185,10 @@ class LocalRegistry:
         return pd.DataFrame(rows, columns=["repository", "tag", "digest", "config", "layers", "bytes"])
 
     def stop(self, timeout: float = 10) -> str:
-        """Stop this registry's own process (by its PID)."""
+        """Stop this registry's own process (by its record)."""
         if not self.running:
             return "already stopped"
-        atexit.unregister(self.stop)
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        if self.process.stdout:
-            self.process.stdout.close()
+        process.stop(self.child.record, timeout=timeout)
         return f"stopped (pid {self.pid})"
 
 
