@@ -4,14 +4,15 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 KUBEBOOK := $(VENV)/bin/kubebook
 
-.PHONY: setup binaries demo test unit lab-test bench clean
+.PHONY: setup binaries browser lab demo test unit lab-test bench clean
 
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	@# setuptools announces every editable install with a warning nobody can act on: filtered
+	PYTHONWARNINGS="ignore:Editable installation" $(PY) -m pip install --quiet -e '.[test]'
 	touch $@
 
 # Build (or reuse from ~/.cache/kubebook) etcd, kube-apiserver, kube-controller-manager,
@@ -19,17 +20,32 @@ $(VENV)/.installed: pyproject.toml
 binaries: setup
 	$(KUBEBOOK) lab build
 
+# The classroom: start (or reuse) a lab, then JupyterLab on 127.0.0.1 at runbooks/ (prints the URL).
+# `make lab LAB=student-07 PORT=8888` for another lab or a fixed port.
+lab: binaries
+	$(KUBEBOOK) jupyter $(if $(LAB),--lab $(LAB)) $(if $(PORT),--port $(PORT))
+
+# Headless Chromium for the browser tests: Debian's package (Playwright's own browser download is
+# not reachable from these machines). Where it cannot be installed the browser tests skip and say why.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+		&& apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+		|| echo "chromium could not be installed: the browser tests will be skipped"
+
 demo: binaries
 	$(KUBEBOOK) demo --output-dir runs
 
-test: binaries
-	$(PY) -m pytest -q -rs
+# Lab tests wait on controllers more than they compute: four workers, each with its own lab, share
+# the two cores; a test module (or a runbook topic) stays on one worker, in order.
+TEST_WORKERS ?= 4
+test: binaries browser
+	$(PY) -m pytest -q -rs -n $(TEST_WORKERS) --dist loadgroup --durations=20
 
 unit: setup
 	KUBEBOOK_SKIP_LAB=1 $(PY) -m pytest -q
 
 bench: binaries
-	$(PY) bench/lab_start.py
+	$(PY) bench/run.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

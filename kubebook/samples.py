@@ -1,11 +1,12 @@
 """Sample objects for the lab: the course's ``luffy`` namespace with one object of each kind a
 recovery has to handle (and a custom resource), so classrooms and tests can break and mend it.
+
+Data only: the topics that stage a disaster with them (``kubebook.etcd.rehearsal``) create them
+through their plans; nothing here talks to a cluster.
 """
 from __future__ import annotations
 
 import base64
-
-from kubernetes import client
 
 CRD_GROUP = "luffy.kubebook.io"
 CRD_NAME = f"appconfigs.{CRD_GROUP}"
@@ -55,7 +56,9 @@ def luffy(namespace: str = "luffy", *, secret_value: str = "change-me") -> list[
         {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "eladmin-web", "namespace": namespace},
          "spec": {"replicas": 2, "selector": {"matchLabels": labels},
                   "template": {"metadata": {"labels": labels},
-                               "spec": {"serviceAccountName": "eladmin",
+                               # a drill has nothing to drain: without a grace period the namespace
+                               # controller does not wait 30 s per deletion before it looks again
+                               "spec": {"serviceAccountName": "eladmin", "terminationGracePeriodSeconds": 0,
                                         "containers": [{"name": "web", "image": "nginx:1.27",
                                                         "envFrom": [{"configMapRef": {"name": "eladmin-config"}}],
                                                         "resources": {"requests": {"cpu": "100m",
@@ -70,20 +73,3 @@ def luffy(namespace: str = "luffy", *, secret_value: str = "change-me") -> list[
         {"apiVersion": f"{CRD_GROUP}/v1", "kind": "AppConfig", "metadata": {"name": "eladmin", "namespace": namespace},
          "spec": {"theme": "dark", "replicas": 2, "features": ["audit", "export"]}},
     ]
-
-
-def apply(api: client.ApiClient, manifests: list[dict]) -> list[str]:
-    """Create or update the manifests in order (server-side apply), waiting for CRDs to be served."""
-    from .etcd.recover import Cluster, Item, wait_established
-    cluster = Cluster(api)
-    done = []
-    for m in manifests:
-        meta = m["metadata"]
-        item = Item(kind=m["kind"], name=meta["name"], namespace=meta.get("namespace", ""),
-                    api_version=m["apiVersion"], body=m)
-        cluster.apply(item, force=True)
-        if m["kind"] == "CustomResourceDefinition":
-            wait_established(api, [meta["name"]], 30)
-            cluster.refresh()
-        done.append(f"{m['kind']}/{meta['name']}")
-    return done
