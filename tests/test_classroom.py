@@ -134,6 +134,25 @@ def test_tables_keep_long_reasons_whole():
     assert reason in html_table(pd.DataFrame([{"reason": reason}]))
 
 
+def test_an_access_matrix_sends_one_widget_per_cell_and_closes_the_last_drawing():
+    """A few hundred cells must stay well under the kernel output channel's 1,000-message mark."""
+    from ipywidgets.widgets.widget import _instances
+    from widgets.access_matrix import AccessMatrix
+    subjects, resources, verbs = [f"User:u{i}" for i in range(6)], [f"r{i}" for i in range(8)], [f"v{i}" for i in range(8)]
+    matrix = AccessMatrix(None, subjects=subjects, resources=resources, verbs=verbs)
+    matrix.result = pd.DataFrame([{"subject": s, "resource": r, "verb": v, "namespace": "ns", "allowed": (i % 3 == 0),
+                                   "reason": "why"} for s in subjects for r in resources for i, v in enumerate(verbs)])
+    before = len(_instances)
+    matrix._draw()
+    cells, labels = 6 * 8 * 8, 2 + 8 + 2 * 6 * 8
+    assert len(_instances) - before == cells + labels
+    matrix._draw()  # a second Check: the first drawing's widgets are closed, not kept
+    assert len(_instances) - before == cells + labels
+    matrix.select("User:u0", "r0", "v1")
+    assert matrix._cells[("User:u0", "r0", "v1")].style is matrix._look.selected
+    assert matrix._cells[("User:u0", "r0", "v0")].style is matrix._look.allowed
+
+
 def test_notebook_tables_keep_long_reasons_whole(tmp_path):
     reason = "0/3 nodes are available: 1 node(s) had untolerated taint {node-role.kubernetes.io/control-plane: }"
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(

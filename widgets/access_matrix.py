@@ -17,6 +17,7 @@ from __future__ import annotations
 import html
 
 import ipywidgets as w
+from ipywidgets.widgets.widget_string import HTMLStyle  # not exported at the top level
 import pandas as pd
 
 from kubebook.auth import grants
@@ -26,6 +27,29 @@ from kubebook.waits import WaitTimeout
 from .plan_panel import PlanPanel, mimebundle
 
 ALLOWED, DENIED, SELECTED = "#2e7d32", "#eeeeee", "#ffb300"
+
+
+class _CellLook:
+    """One layout and one style per kind of cell, shared by every cell of the grid.
+
+    Each widget, and each widget's own layout and style, is a message to the front end when the grid
+    is drawn; a matrix of a few hundred cells would send over a thousand at once, more than the
+    kernel's output channel holds (ZeroMQ drops what is over its 1,000-message mark, and the cell's
+    own output can be among what is lost). Shared, it is one message per cell."""
+
+    def __init__(self):
+        self.cell = w.Layout(width="34px", height="26px", padding="0")
+        self.label = w.Layout()
+        self.label_style = HTMLStyle()
+        self.allowed = w.ButtonStyle(button_color=ALLOWED, text_color="white")
+        self.denied = w.ButtonStyle(button_color=DENIED, text_color="#666")
+        self.selected = w.ButtonStyle(button_color=SELECTED, text_color="black")
+
+    def style(self, allowed: bool) -> w.ButtonStyle:
+        return self.allowed if allowed else self.denied
+
+    def html(self, value: str) -> w.HTML:
+        return w.HTML(value, layout=self.label, style=self.label_style)
 
 
 def render(long: pd.DataFrame) -> str:
@@ -79,6 +103,7 @@ class AccessMatrix:
         self.cleanup_button.on_click(lambda _: self.preview_cleanup())
         self.panel = PlanPanel(kind="namespace", cluster=api, on_done=self._after_change)
         self._cells: dict[tuple[str, str, str], w.Button] = {}
+        self._look = _CellLook()
         self.widget = w.VBox([w.HBox([w.VBox([self.subjects, self.resources, self.namespace]), self.verbs]),
                               w.HBox([self.button, self.cleanup_button]), self.grid, self.output, self.actions,
                               self.panel.widget])
@@ -100,21 +125,24 @@ class AccessMatrix:
     def _draw(self) -> None:
         long = self.result
         verbs = list(dict.fromkeys(long["verb"])) if len(long) else []
-        header = [w.HTML("<b>subject</b>"), w.HTML("<b>resource</b>")] + [w.HTML(f"<b>{html.escape(v)}</b>") for v in verbs]
+        look = self._look
+        for old in self.grid.children:  # the kernel would keep every earlier drawing's widgets
+            old.close()
+        header = [look.html("<b>subject</b>"), look.html("<b>resource</b>")] + \
+            [look.html(f"<b>{html.escape(v)}</b>") for v in verbs]
         children, self._cells = list(header), {}
         for (subject, resource), cells in long.groupby(["subject", "resource"], sort=False):
-            children += [w.HTML(html.escape(subject)), w.HTML(html.escape(resource))]
+            children += [look.html(html.escape(subject)), look.html(html.escape(resource))]
             for _, cell in cells.set_index("verb").reindex(verbs).reset_index().iterrows():
                 button = w.Button(description="✓" if cell["allowed"] else "·", tooltip=cell["reason"],
-                                  layout=w.Layout(width="34px", height="26px", padding="0"))
-                button.style.button_color = ALLOWED if cell["allowed"] else DENIED
-                button.style.text_color = "white" if cell["allowed"] else "#666"
-                button.add_class("kubebook-cell")
+                                  layout=look.cell, style=look.style(bool(cell["allowed"])),
+                                  _dom_classes=("kubebook-cell",))
                 button.on_click(lambda _, s=subject, r=resource, v=cell["verb"]: self.select(s, r, v))
                 self._cells[(subject, resource, cell["verb"])] = button
                 children.append(button)
-        self.grid.layout = w.Layout(grid_template_columns=f"max-content max-content repeat({len(verbs)}, 36px)",
-                                    grid_gap="2px 2px", align_items="center")
+        layout = self.grid.layout
+        layout.grid_template_columns = f"max-content max-content repeat({len(verbs)}, 36px)"
+        layout.grid_gap, layout.align_items = "2px 2px", "center"
         self.grid.children = children
 
     # ---- a cell ---------------------------------------------------------------------------------
@@ -124,8 +152,8 @@ class AccessMatrix:
                            & (self.result["verb"] == verb)]
         cell = rows.iloc[0].to_dict()
         for key, button in self._cells.items():
-            button.style.button_color = SELECTED if key == (subject, resource, verb) else (
-                ALLOWED if button.description == "✓" else DENIED)
+            button.style = self._look.selected if key == (subject, resource, verb) else \
+                self._look.style(button.description == "✓")
         self.selected = cell
         source = grants.granting(cell["reason"]) if cell["allowed"] else None
         answer = "allowed" if cell["allowed"] else "denied"
