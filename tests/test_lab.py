@@ -310,3 +310,14 @@ def test_status_shows_the_memory_of_each_component(lab):
     usage = {row["process"]: row for row in lab.memory()}
     assert set(labs.COMPONENTS) <= set(usage)
     assert all(0 < row["anon_mib"] <= row["rss_mib"] and 0 < row["pss_mib"] <= row["rss_mib"] for row in usage.values())
+
+
+def test_start_up_pages_are_released_and_the_component_keeps_serving(lab):
+    from kubebook.lab import memory
+    record = lab.processes["kube-controller-manager"]
+    before = memory.usage(record)["file_mib"]
+    advised = memory.release_startup_pages(record)
+    after = memory.usage(record)["file_mib"]
+    assert advised > 0 and after < before, (advised, before, after)
+    assert memory.usage(record)["anon_mib"] > 0, "only the binary's file pages are advised, not the heap"
+    lab.wait_ready("kube-controller-manager", timeout=30)

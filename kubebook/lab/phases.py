@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Callable, Iterable
 
 from .. import binaries, kubeconfig as kcfg
 from ..errors import LabError
-from . import baseline, nodes
+from . import baseline, memory, nodes
 from .components import COMPONENTS, MASTER, NAMES
 from ..ports import free_loopback_port, port_free
 from .probes import PortTaken
@@ -157,6 +157,24 @@ def _baseline(run: Run) -> None:
     run.say(f"etcd snapshot at revision {taken['revision']} ({taken['keys']} keys) for `lab reset`")
 
 
+def _trim(run: Run) -> None:
+    """A lab sits idle between a class's steps; the code its processes ran only to start need not
+    stay resident (see memory.release_startup_pages). Re-running it is harmless."""
+    freed = []
+    for name in NAMES:
+        record = run.lab.processes.get(name)
+        if record is None:
+            continue
+        before = memory.usage(record).get("file_mib", 0)
+        try:
+            memory.release_startup_pages(record)
+        except OSError as exc:
+            run.say(f"skipped ({exc.strerror or exc}): the lab works, it only keeps its start-up pages")
+            return
+        freed.append(before - memory.usage(record).get("file_mib", before))
+    run.say(f"{sum(freed):.0f} MiB of start-up code pages released")
+
+
 PHASES: tuple[Phase, ...] = (
     Phase("binaries", "find (or build) the upstream binaries", _binaries),
     Phase("certs", "CAs and certificates in kubeadm's layout", _certs),
@@ -172,6 +190,7 @@ PHASES: tuple[Phase, ...] = (
     Phase("addons", "drop add-on APIServices a restarted apiserver cannot serve", _addons),
     Phase("ready", "controllers healthy, every node Ready, ServiceAccount default", _ready),
     Phase("baseline", "etcd snapshot of the fresh lab, for `lab reset`", _baseline),
+    Phase("trim", "page out the code each process ran only to start", _trim),
 )
 PHASE_NAMES = tuple(p.name for p in PHASES)
 
