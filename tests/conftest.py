@@ -1,10 +1,7 @@
 """Shared fixtures. Lab tests share one lab per session: starting a control plane takes seconds."""
 from __future__ import annotations
 
-import contextlib
-import itertools
 import os
-import uuid
 
 import pytest
 
@@ -37,46 +34,6 @@ def _state_of_this_session(tmp_path_factory):
     os.environ["XDG_STATE_HOME"] = str(tmp_path_factory.mktemp("state"))
     os.environ["KUBEBOOK_RUNS_ROOT"] = str(tmp_path_factory.mktemp("run-records"))
     yield
-
-
-class OwnRun:
-    """A run of its own, as each `kubebook run` and each notebook kernel is: a fresh run identity
-    (calling it starts another and returns its id) and its records and backups under ``state``."""
-
-    def __init__(self, monkeypatch, tmp_path):
-        from kubebook import ownership
-        self._monkeypatch, self._env = monkeypatch, ownership.RUN_ID_ENV
-        self.dir, self.state = tmp_path, tmp_path / "state"
-        monkeypatch.setenv("XDG_STATE_HOME", str(self.state))
-        self.id = self()
-
-    def __call__(self) -> str:
-        self.id = f"test-{uuid.uuid4().hex[:8]}"
-        self._monkeypatch.setenv(self._env, self.id)
-        return self.id
-
-
-@pytest.fixture
-def run(monkeypatch, tmp_path) -> OwnRun:
-    return OwnRun(monkeypatch, tmp_path)
-
-
-_scratch_names = itertools.count()
-
-
-@contextlib.contextmanager
-def demo_namespace(api, prefix: str, *, replicas: int = 1, requests: dict | None = None):
-    """A namespace of its own with the autoscaling demo Deployment ``web``, made through a confirmed
-    plan of the current run and cleaned up with it: yields ``(plan, namespace)``."""
-    from kubebook.autoscaling import demo
-    from kubebook.plan import Plan
-    namespace = f"{prefix}-{os.getpid()}-{next(_scratch_names)}"
-    plan = Plan(target=namespace, kind="namespace", confirm=namespace, cluster=api, log=lambda _: None)
-    try:
-        demo.ensure_demo(plan, namespace, "web", replicas=replicas, requests=requests, timeout=60)
-        yield plan, namespace
-    finally:
-        plan.cleanup()
 
 
 @pytest.fixture(scope="session")

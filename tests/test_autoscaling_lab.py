@@ -8,13 +8,13 @@ run, and cleans up with it (the session lab is shared).
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 
 import pytest
 from kubernetes import client
 
-from conftest import demo_namespace
 from kubebook import ownership
 from kubebook.autoscaling import demo, hpa, metrics, scale
 from kubebook.objects import Ref, objects
@@ -35,8 +35,27 @@ def no_metrics_api(lab):
     assert metrics.blocked(lab.api_client()) is not None
 
 
-def test_scale_out_and_in_with_a_watched_timeline(api, run):
-    with demo_namespace(api, "autoscale") as (plan, namespace):
+@pytest.fixture
+def run_id(monkeypatch):
+    """Each test is its own run: its own record, so its clean-up touches only what it made."""
+    run = f"pytest-autoscaling-{os.getpid()}-{next(_names)}"
+    monkeypatch.setenv(ownership.RUN_ID_ENV, run)
+    return run
+
+
+@contextlib.contextmanager
+def scratch(api, *, replicas: int = 1, requests: dict | None = None):
+    namespace = f"autoscale-{os.getpid()}-{next(_names)}"
+    plan = Plan(target=namespace, kind="namespace", confirm=namespace, cluster=api, log=lambda _: None)
+    try:
+        demo.ensure_demo(plan, namespace, "web", replicas=replicas, requests=requests, timeout=60)
+        yield plan, namespace
+    finally:
+        plan.cleanup()
+
+
+def test_scale_out_and_in_with_a_watched_timeline(api, run_id):
+    with scratch(api) as (plan, namespace):
         assert scale.scale(plan, namespace, "web", 3) == "1 -> 3"
         timeline = scale.wait_replicas(plan, namespace, "web", 3, timeout=60)
         assert timeline.iloc[-1][["desired", "current", "ready"]].tolist() == [3, 3, 3]
@@ -47,8 +66,8 @@ def test_scale_out_and_in_with_a_watched_timeline(api, run):
         assert scale.current(api, namespace, "web").loc[0, "spec.replicas"] == 1
 
 
-def test_a_dry_run_changes_nothing(api, run):
-    with demo_namespace(api, "autoscale") as (_, namespace):
+def test_a_dry_run_changes_nothing(api, run_id):
+    with scratch(api) as (_, namespace):
         dry = Plan(target=namespace, kind="namespace", cluster=api, log=lambda _: None)
         scale.scale(dry, namespace, "web", 4)
         hpa.apply_hpa(dry, namespace, hpa.hpa_body("web"))
@@ -58,7 +77,7 @@ def test_a_dry_run_changes_nothing(api, run):
         assert set(dry.table()["status"]) == {"planned"}
 
 
-def test_scaling_a_deployment_that_existed_puts_its_count_back(api, run):
+def test_scaling_a_deployment_that_existed_puts_its_count_back(api, run_id):
     namespace = f"autoscale-{os.getpid()}-{next(_names)}"
     client.CoreV1Api(api).create_namespace({"metadata": {"name": namespace}})
     try:
@@ -76,8 +95,8 @@ def test_scaling_a_deployment_that_existed_puts_its_count_back(api, run):
         client.CoreV1Api(api).delete_namespace(namespace)
 
 
-def test_replicas_that_cannot_be_placed_are_diagnosed(api, run):
-    with demo_namespace(api, "autoscale") as (plan, namespace):
+def test_replicas_that_cannot_be_placed_are_diagnosed(api, run_id):
+    with scratch(api) as (plan, namespace):
         # no node has that label: the new replicas stay Pending, and the wait says why at once
         body = demo.demo_deployment("web", replicas=2)
         body["spec"]["template"]["spec"]["nodeSelector"] = {"kubebook-test": "nowhere"}
@@ -86,8 +105,8 @@ def test_replicas_that_cannot_be_placed_are_diagnosed(api, run):
             scale.follow_replicas(api, namespace, "web", 2, timeout=DIAGNOSIS_DEADLINE)
 
 
-def test_hpa_enforces_max_replicas_without_metrics(api, run):
-    with demo_namespace(api, "autoscale") as (plan, namespace):
+def test_hpa_enforces_max_replicas_without_metrics(api, run_id):
+    with scratch(api) as (plan, namespace):
         assert hpa.preflight_ok(hpa.preflight(api, namespace, "web"))
         body = hpa.hpa_body("web", min_replicas=1, max_replicas=2, scale_down_window=30)
         assert hpa.apply_hpa(plan, namespace, body) == "created"
@@ -107,15 +126,15 @@ def test_hpa_enforces_max_replicas_without_metrics(api, run):
         assert hpa.get_hpa(api, namespace, name).empty
 
 
-def test_a_second_hpa_for_the_same_deployment_is_refused(api, run):
-    with demo_namespace(api, "autoscale") as (plan, namespace):
+def test_a_second_hpa_for_the_same_deployment_is_refused(api, run_id):
+    with scratch(api) as (plan, namespace):
         hpa.apply_hpa(plan, namespace, hpa.hpa_body("web"))
         with pytest.raises(Exception, match="already scales Deployment web"):
             hpa.apply_hpa(plan, namespace, hpa.hpa_body("web", name="another"))
 
 
-def test_no_metrics_api_is_diagnosed(api, run):
-    with demo_namespace(api, "autoscale") as (plan, namespace):
+def test_no_metrics_api_is_diagnosed(api, run_id):
+    with scratch(api) as (plan, namespace):
         body = hpa.hpa_body("web")
         hpa.apply_hpa(plan, namespace, body)
         with pytest.raises(Exception, match="APIService v1beta1.metrics.k8s.io does not exist") as caught:
@@ -125,15 +144,15 @@ def test_no_metrics_api_is_diagnosed(api, run):
             metrics.pod_metrics_ready(api, namespace, "app=web", timeout=DIAGNOSIS_DEADLINE)
 
 
-def test_an_unavailable_metrics_api_is_diagnosed(api, run):
+def test_an_unavailable_metrics_api_is_diagnosed(api, run_id):
     """An APIService whose Service does not exist: registered, never Available."""
     reg = client.ApiregistrationV1Api(api)
     _, registration = metrics._registration(443)
-    registration["spec"]["service"]["name"] = f"absent-{run.id}"
-    with demo_namespace(api, "autoscale") as (_, namespace):
+    registration["spec"]["service"]["name"] = f"absent-{run_id}"
+    with scratch(api) as (_, namespace):
         reg.create_api_service(registration)
         try:  # an unavailable aggregated API breaks discovery (namespace deletion): remove it first
-            with pytest.raises(WaitBlocked, match=f"is not Available .*kube-system/absent-{run.id}"):
+            with pytest.raises(WaitBlocked, match=f"is not Available .*kube-system/absent-{run_id}"):
                 metrics.pod_metrics_ready(api, namespace, "app=web", timeout=DIAGNOSIS_DEADLINE)
         finally:
             reg.delete_api_service(registration["metadata"]["name"])

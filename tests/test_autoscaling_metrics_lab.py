@@ -6,19 +6,22 @@ The add-on is started for this module and stopped at its end (if it was not runn
 """
 from __future__ import annotations
 
+import contextlib
+import itertools
+import os
 
 import pytest
 from kubernetes import client
 
-from conftest import demo_namespace
-from kubebook import safety
+from kubebook import ownership, safety
 from kubebook.auth import tokens
-from kubebook.autoscaling import hpa, metrics
+from kubebook.autoscaling import demo, hpa, metrics
 from kubebook.plan import Plan
 from kubebook.waits import WaitBlocked
 
 pytestmark = pytest.mark.lab
 
+_names = itertools.count()
 DIAGNOSIS_DEADLINE = 10
 
 
@@ -38,6 +41,24 @@ def metrics_addon(lab):
         metrics.stop_metrics_server(lab, log=lambda _: None)
 
 
+@pytest.fixture
+def run_id(monkeypatch):
+    run = f"pytest-metrics-{os.getpid()}-{next(_names)}"
+    monkeypatch.setenv(ownership.RUN_ID_ENV, run)
+    return run
+
+
+@contextlib.contextmanager
+def scratch(api, *, replicas: int = 1, requests: dict | None = None):
+    namespace = f"metrics-{os.getpid()}-{next(_names)}"
+    plan = Plan(target=namespace, kind="namespace", confirm=namespace, cluster=api, log=lambda _: None)
+    try:
+        demo.ensure_demo(plan, namespace, "web", replicas=replicas, requests=requests, timeout=60)
+        yield plan, namespace
+    finally:
+        plan.cleanup()
+
+
 def test_metrics_addon_serves_top_nodes(lab, api, metrics_addon):
     row = metrics.apiservice(api).loc[0]
     assert (row["available"], row["service"]) == ("True", f"kube-system/metrics-server:{metrics_addon['port']}")
@@ -51,16 +72,16 @@ def test_metrics_addon_serves_top_nodes(lab, api, metrics_addon):
     assert metrics.start_metrics_server(lab, log=lambda _: None)["pid"] == metrics_addon["pid"]
 
 
-def test_ensure_metrics_adds_no_step_when_metrics_are_served(lab, api, metrics_addon, run):
+def test_ensure_metrics_adds_no_step_when_metrics_are_served(lab, api, metrics_addon, run_id):
     plan = Plan(target="x", kind="namespace", cluster=api, log=lambda _: None)
     addon = metrics.ensure_metrics(plan, LabTarget(lab), log=lambda _: None)
     assert not addon.planned and plan.table().empty
     assert metrics.stop_if_started(plan, addon, LabTarget(lab)) is None
 
 
-def test_hpa_scales_out_under_load_and_in_after_the_window(lab, api, metrics_addon, run):
+def test_hpa_scales_out_under_load_and_in_after_the_window(lab, api, metrics_addon, run_id):
     target = LabTarget(lab)
-    with demo_namespace(api, "metrics") as (plan, namespace):
+    with scratch(api) as (plan, namespace):
         body = hpa.hpa_body("web", min_replicas=1, max_replicas=3, scale_down_window=0)
         hpa.apply_hpa(plan, namespace, body)
         name = body["metadata"]["name"]
@@ -73,8 +94,8 @@ def test_hpa_scales_out_under_load_and_in_after_the_window(lab, api, metrics_add
         assert back.iloc[0]["desired"] == 3 and back.iloc[-1][["desired", "ready"]].tolist() == [1, 1]
 
 
-def test_a_missing_request_is_diagnosed(api, metrics_addon, run):
-    with demo_namespace(api, "metrics", requests={}) as (plan, namespace):
+def test_a_missing_request_is_diagnosed(api, metrics_addon, run_id):
+    with scratch(api, requests={}) as (plan, namespace):
         assert not hpa.preflight_ok(hpa.preflight(api, namespace, "web"))
         # the controller checks requests only once it has the Pods' usage: let metrics-server have them first
         metrics.pod_metrics_ready(api, namespace, "app=web", timeout=60)
@@ -86,8 +107,8 @@ def test_a_missing_request_is_diagnosed(api, metrics_addon, run):
         assert isinstance(caught.value.cause, WaitBlocked)
 
 
-def test_metrics_api_by_url_with_a_service_account_token(api, metrics_addon, run):
-    with demo_namespace(api, "metrics", replicas=2) as (plan, namespace):
+def test_metrics_api_by_url_with_a_service_account_token(api, metrics_addon, run_id):
+    with scratch(api, replicas=2) as (plan, namespace):
         metrics.grant_metrics_reader(plan, namespace, "reader")
         metrics.wait_pod_metrics(plan, namespace, "app=web", timeout=120)
         token = metrics.request_token(plan, namespace, "reader", duration_seconds=600)

@@ -11,13 +11,14 @@ what a failed test leaves behind is removed with the plain client.
 from __future__ import annotations
 
 import re
+import uuid
 
 import pytest
 from kubernetes import client
 
 from browser import Browser, Notebook, need_chromium, start_classroom
 from conftest import put_nodes_back
-from kubebook import ownership, runner
+from kubebook import ownership, paths, runner
 from kubebook.objects import Ref, objects
 from kubebook.plan import Plan
 from kubebook.scheduling import nodes, workloads
@@ -74,6 +75,14 @@ def _pods_by_node(api, namespace: str) -> dict[str, int]:
     return counts
 
 
+@pytest.fixture
+def test_run(monkeypatch, tmp_path):
+    """The test's own run identity and records (the kernels of JupyterLab have theirs)."""
+    monkeypatch.setenv("KUBEBOOK_LAB_ROOT", str(paths.labs_root()))  # the labs stay where they are
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    monkeypatch.setenv(ownership.RUN_ID_ENV, f"test-{uuid.uuid4().hex[:8]}")
+
+
 def acting(api, target: str, kind: str, also=()) -> Plan:
     scope = Plan(target=target, kind=kind, also=also, cluster=api, log=lambda m: None).confirm_text
     return Plan(target=target, kind=kind, also=also, confirm=scope, cluster=api, log=lambda m: None)
@@ -88,7 +97,7 @@ def _gone(api, refs: list[Ref]) -> None:
 
 
 @pytest.fixture
-def board_workload(api, run):
+def board_workload(api, test_run):
     namespace, name = "kubebook-board-demo", "walkers"
     before = nodes.node_state(api, ["k8s-master", "k8s-slave1", "k8s-slave2"])
     plan = acting(api, namespace, "namespace")

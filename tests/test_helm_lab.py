@@ -23,6 +23,16 @@ CHART = helm.CHARTS / "eladmin-web"
 
 
 @pytest.fixture
+def run(monkeypatch, tmp_path):
+    """A run of its own: its record and backups under ``tmp_path`` (the labs stay where they are)."""
+    from kubebook import paths
+    monkeypatch.setenv("KUBEBOOK_LAB_ROOT", str(paths.labs_root()))
+    monkeypatch.setenv("KUBEBOOK_RUN_ID", f"test-helm-{uuid.uuid4().hex[:8]}")
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    return tmp_path
+
+
+@pytest.fixture
 def namespace(api):
     """A namespace for one test, deleted afterwards with whatever helm left in it."""
     name = f"helm-t-{uuid.uuid4().hex[:6]}"
@@ -72,7 +82,7 @@ def _revisions_stored(api, namespace, release="web") -> list[int]:
 
 
 def test_dry_run_changes_nothing(lab, api, namespace, run):
-    web = helm.Release(_plan(api, "web", namespace, confirm=False), _helm(lab, namespace, run.dir), "web")
+    web = helm.Release(_plan(api, "web", namespace, confirm=False), _helm(lab, namespace, run), "web")
     preview = web.install(CHART, {"replicaCount": 2})
     assert preview["dry_run"] and preview["revision"] == 1 and preview["values"] == {"replicaCount": 2}
     assert "Deployment" in set(helm.objects_table(preview["manifest"])["kind"])
@@ -84,7 +94,7 @@ def test_dry_run_changes_nothing(lab, api, namespace, run):
 
 def test_a_release_this_run_installs_is_uninstalled_and_nothing_is_left(lab, api, namespace, run):
     plan = _plan(api, "web", namespace)
-    web = helm.Release(plan, _helm(lab, namespace, run.dir, timeout=60), "web")
+    web = helm.Release(plan, _helm(lab, namespace, run, timeout=60), "web")
     installed = web.install(CHART, {"replicaCount": 2, "config.LOG_LEVEL": "info"})
     assert installed["revision"] == 1 and installed["previous_manifest"] is None and web.installed
     assert _deployment(api, namespace).status.available_replicas == 2
@@ -108,7 +118,7 @@ def test_a_release_this_run_installs_is_uninstalled_and_nothing_is_left(lab, api
 
     said = web.uninstall()
     assert said.startswith("uninstalled; manifest and values saved as ")
-    manifest_file = next(run.state.rglob("helm-*-web-r4-uninstall.manifest.yaml"))
+    manifest_file = next((run / "state").rglob("helm-*-web-r4-uninstall.manifest.yaml"))
     assert manifest_file.stat().st_mode & 0o777 == 0o600
     assert {o["kind"] for o in yaml.safe_load_all(manifest_file.read_text()) if o} == \
         {"Secret", "ConfigMap", "Service", "Deployment"}
@@ -123,7 +133,7 @@ def test_a_release_this_run_installs_is_uninstalled_and_nothing_is_left(lab, api
 
 
 def test_a_release_that_existed_is_rolled_back_to_its_revision_never_uninstalled(lab, api, namespace, run):
-    h = _helm(lab, namespace, run.dir, timeout=60)
+    h = _helm(lab, namespace, run, timeout=60)
     h.install("web", CHART, values={"replicaCount": 1, "config.LOG_LEVEL": "warn"})
     h.install("web", CHART, values={"replicaCount": 1, "config.LOG_LEVEL": "error"})   # theirs: revision 2
     theirs = h.manifest("web")
@@ -137,7 +147,7 @@ def test_a_release_that_existed_is_rolled_back_to_its_revision_never_uninstalled
     assert web.uninstall() == "kept: this run did not install it"
     assert h.exists("web") and _deployment(api, namespace).spec.replicas == 2
 
-    values_backup = next(run.state.rglob("helm-*-web-r2-before.values.yaml"))
+    values_backup = next((run / "state").rglob("helm-*-web-r2-before.values.yaml"))
     assert values_backup.stat().st_mode & 0o777 == 0o600
     assert yaml.safe_load(values_backup.read_text()) == {"replicaCount": 1, "config": {"LOG_LEVEL": "error"}}
 
@@ -153,7 +163,7 @@ def test_a_password_value_reaches_the_cluster_secret_but_no_output(lab, api, nam
     lines = []
     plan = Plan(target="web", kind="release", also=[f"namespace/{namespace}"], cluster=api,
                 confirm=f"web, namespace/{namespace}", log=lines.append)
-    web = helm.Release(plan, _helm(lab, namespace, run.dir, timeout=60), "web")
+    web = helm.Release(plan, _helm(lab, namespace, run, timeout=60), "web")
     shown = [web.preview(CHART, {"replicaCount": 1}, secrets={"auth.adminPassword": canary}).to_string()]
     installed = web.install(CHART, {"replicaCount": 1}, secrets={"auth.adminPassword": canary})
     assert _password(api, namespace) == canary
@@ -164,7 +174,7 @@ def test_a_password_value_reaches_the_cluster_secret_but_no_output(lab, api, nam
 
 
 def test_an_unschedulable_deployment_is_reported_within_the_timeout(lab, api, namespace, run):
-    web = helm.Release(_plan(api, "web", namespace), _helm(lab, namespace, run.dir, timeout=10), "web")
+    web = helm.Release(_plan(api, "web", namespace), _helm(lab, namespace, run, timeout=10), "web")
     with pytest.raises(StepFailed) as failed:
         web.install(CHART, {"nodeSelector": {"kubebook.io/no-such-node": "true"}})
     assert isinstance(failed.value.cause, WaitBlocked)
@@ -177,7 +187,7 @@ def test_an_unschedulable_deployment_is_reported_within_the_timeout(lab, api, na
 def test_a_webhook_refusing_the_pods_is_reported_within_the_timeout(lab, api, namespace, run):
     from denying_webhook import refusing_pods
     with refusing_pods(api, namespace) as refusal:
-        web = helm.Release(_plan(api, "web", namespace), _helm(lab, namespace, run.dir, timeout=10), "web")
+        web = helm.Release(_plan(api, "web", namespace), _helm(lab, namespace, run, timeout=10), "web")
         with pytest.raises(StepFailed) as failed:
             web.install(CHART, {"replicaCount": 1})
         assert isinstance(failed.value.cause, WaitBlocked)
@@ -189,7 +199,7 @@ def test_rbac_forbidding_the_install_is_said_before_helm_runs(lab, api, namespac
     """A user who may only read: the dry run already says the step will fail, acting refuses at once."""
     pair = lab.pki.client("helm-reader")
     ca = lab.pki.ca_crt.read_bytes()
-    path = kubeconfig.write(run.dir / "reader.conf", kubeconfig.build(
+    path = kubeconfig.write(run / "reader.conf", kubeconfig.build(
         server=lab.server, ca_pem=ca, cert_pem=pair.cert_pem, key_pem=pair.key_pem, cluster="lab", user="helm-reader",
         context="reader"))
     rbac = client.RbacAuthorizationV1Api(api)
@@ -198,7 +208,7 @@ def test_rbac_forbidding_the_install_is_said_before_helm_runs(lab, api, namespac
                                                     "name": "view"},
         "subjects": [{"kind": "User", "name": "helm-reader", "apiGroup": "rbac.authorization.k8s.io"}]})
     reader_api = connect.api_client(path)
-    reader = helm.Helm(path, namespace=namespace, home=run.dir / "helm-home", timeout=10)
+    reader = helm.Helm(path, namespace=namespace, home=run / "helm-home", timeout=10)
     quiet = Plan(target="web", kind="release", also=[f"namespace/{namespace}"], cluster=reader_api, log=lambda m: None)
     with pytest.raises(KubebookError, match="RBAC forbids reading release .*secrets is forbidden"):
         helm.Release(quiet, reader, "web")       # view does not read Secrets, where helm keeps releases
@@ -220,11 +230,11 @@ def test_rbac_forbidding_the_install_is_said_before_helm_runs(lab, api, namespac
     with pytest.raises(StepFailed) as failed:
         helm.Release(acting, reader, "web").install(CHART)
     assert "RBAC forbids installing release web: this kubeconfig's user may not" in str(failed.value.cause)
-    assert not helm.Helm(lab.kubeconfig, lab.context, namespace=namespace, home=run.dir / "helm-home").exists("web")
+    assert not helm.Helm(lab.kubeconfig, lab.context, namespace=namespace, home=run / "helm-home").exists("web")
 
 
 def test_rollback_to_a_missing_revision_is_a_helm_error(lab, namespace, run):
-    h = _helm(lab, namespace, run.dir)
+    h = _helm(lab, namespace, run)
     h.install("web", CHART)
     try:
         with pytest.raises(helm.HelmError, match="helm rollback: release has no 9 version"):
@@ -250,7 +260,7 @@ def test_issue_8_values_and_a_password_reach_the_cluster_but_no_output(lab, api,
     values = {**runner.lab_values(book, lab), "namespace": namespace, "confirm": f"eladmin-web, namespace/{namespace}",
               "set_values": {"auth.adminPassword": canary, "replicaCount": 1}, "uninstall": False, "cleanup": False}
     try:
-        result = runner.run(book, values, output_dir=run.dir / "runs", progress=False)
+        result = runner.run(book, values, output_dir=run / "runs", progress=False)
         assert _password(api, namespace, "eladmin-web") == canary      # it reached the chart's Secret
         outputs = _outputs(result.notebook)
         assert "upgrade --install eladmin-web" in outputs and "-f values.yaml" in outputs
@@ -260,11 +270,11 @@ def test_issue_8_values_and_a_password_reach_the_cluster_but_no_output(lab, api,
         assert oct(result.notebook.stat().st_mode & 0o777) == "0o600"
 
         again = runner.run(book, {**values, "admin_password": password, "set_values": {"replicaCount": 1},
-                                  "cleanup": True}, output_dir=run.dir / "runs", progress=False)
+                                  "cleanup": True}, output_dir=run / "runs", progress=False)
         assert password not in again.notebook.read_text() + again.html.read_text()
         assert "rolled back to revision 3" in _outputs(again.notebook)   # the first run's release, put back
         assert _password(api, namespace, "eladmin-web") == canary
     finally:
         if namespace in {n.metadata.name for n in client.CoreV1Api(api).list_namespace().items}:
-            helm.Helm(lab.kubeconfig, lab.context, namespace=namespace, home=run.dir / "h").uninstall("eladmin-web")
+            helm.Helm(lab.kubeconfig, lab.context, namespace=namespace, home=run / "h").uninstall("eladmin-web")
             client.CoreV1Api(api).delete_namespace(namespace)

@@ -25,6 +25,19 @@ def namespace(api):
     client.CoreV1Api(api).delete_namespace(name)
 
 
+@pytest.fixture
+def run(monkeypatch, tmp_path):
+    """A fresh run identity (and state directory for records and backups) per call."""
+    monkeypatch.setenv("KUBEBOOK_LAB_ROOT", str(paths.labs_root()))  # the labs stay where they are
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+
+    def new() -> str:
+        run_id = f"test-{uuid.uuid4().hex[:8]}"
+        monkeypatch.setenv(ownership.RUN_ID_ENV, run_id)
+        return run_id
+    return new
+
+
 def _deployment(name: str, replicas: int, image: str) -> dict:
     return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "labels": {"app": name}},
             "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
