@@ -124,7 +124,7 @@ def signals_held(signums: Sequence[int] = (signal.SIGINT, signal.SIGTERM)) -> It
 
 
 def _die_with_parent(parent: int) -> Callable[[], None]:
-    prctl = _libc().prctl  # looked up before the fork: the child only calls it
+    prctl = libc().prctl  # looked up before the fork: the child only calls it
 
     def setup() -> None:  # runs in the child between fork and exec: system calls only
         prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -134,7 +134,7 @@ def _die_with_parent(parent: int) -> Callable[[], None]:
 
 
 @functools.cache
-def _libc() -> ctypes.CDLL:
+def libc() -> ctypes.CDLL:
     return ctypes.CDLL(None, use_errno=True)
 
 
