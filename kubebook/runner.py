@@ -191,16 +191,35 @@ def read_secrets_file(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def _scrub_file(path: Path, secrets: list[str]) -> None:
-    """Replace any secret value still in ``path`` (belt and braces: the kernel masks its outputs)."""
+    """Replace any secret value still in the notebook at ``path`` (belt and braces: the kernel masks
+    its outputs). It replaces inside the notebook's strings, never in its JSON text: a value like
+    ``"1.27"`` also occurs inside numbers (a cell's duration), and masking there broke the file."""
     if not path.is_file() or not secrets:
         return
+    ordered = sorted(secrets, key=len, reverse=True)
+
+    def scrub(node: Any) -> Any:
+        if isinstance(node, str):
+            for secret in ordered:
+                node = node.replace(secret, safety.masked(secret))
+            return node
+        if isinstance(node, list):
+            return [scrub(item) for item in node]
+        if isinstance(node, dict):
+            return {scrub(key): scrub(value) for key, value in node.items()}
+        return node
     text = path.read_text()
-    cleaned = text
-    for secret in sorted(secrets, key=len, reverse=True):
-        cleaned = cleaned.replace(secret, safety.masked(secret))
-        cleaned = cleaned.replace(json.dumps(secret)[1:-1], safety.masked(secret))
-    if cleaned != text:
-        safety.write_private(path, cleaned)
+    try:
+        notebook = json.loads(text)
+    except ValueError:  # papermill stopped mid-write: no notebook to keep intact, only text to clean
+        cleaned_text = scrub(text)
+        if cleaned_text != text:
+            safety.write_private(path, cleaned_text)
+        return
+    cleaned = scrub(notebook)
+    if cleaned != notebook:
+        # nbformat's own layout, so the file reads (and diffs) as papermill wrote it
+        safety.write_private(path, json.dumps(cleaned, sort_keys=True, indent=1, ensure_ascii=False) + "\n")
 
 
 def _secret_strings(secrets: dict[str, Any]) -> list[str]:

@@ -7,7 +7,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from kubebook import runner
+from kubebook import runner, safety
 from kubebook.errors import ParameterError, RunbookFailed
 
 PARAMS = '''from kubebook.parameters import *  # parameter types; values are checked before any other cell runs
@@ -210,3 +210,20 @@ def test_every_shipped_runbook_has_documented_typed_parameters():
         nb = json.loads(book.path.read_text())
         for cell in nb["cells"]:
             assert not cell.get("outputs") and not cell.get("execution_count"), f"{book.id} has outputs"
+
+
+def test_masking_a_secret_left_in_the_notebook_keeps_it_a_valid_notebook(tmp_path):
+    """A helm value such as ``"1.27"`` is masked as a secret, and the same digits occur inside a
+    cell's duration: the scrub must mask the text and leave the number (it once broke the JSON)."""
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("print(tag)")
+    cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text="image nginx:1.27\n")]
+    cell.metadata["papermill"] = {"duration": 1.2712, "status": "completed"}
+    nb.cells = [cell]
+    path = tmp_path / "executed.ipynb"
+    nbformat.write(nb, path)
+    runner._scrub_file(path, ["1.27"])
+    again = nbformat.read(path, as_version=4)
+    assert again.cells[0].metadata["papermill"]["duration"] == 1.2712
+    assert again.cells[0].outputs[0]["text"] == f"image nginx:{safety.masked('1.27')}\n"
+    assert path.stat().st_mode & 0o777 == 0o600
