@@ -1,7 +1,9 @@
 """Shared fixtures. Lab tests share one lab per session: starting a control plane takes seconds."""
 from __future__ import annotations
 
+import contextlib
 import os
+import uuid
 
 import pytest
 
@@ -166,6 +168,20 @@ def etcd_revision(lab) -> int:
         return client.revision()
 
 
+def etcd_quiet_revision(lab, *, settle: float = 2.0, limit: float = 60.0) -> int:
+    """etcd's revision once nothing but background keys changed for ``settle`` seconds: controllers
+    finishing work that earlier tests started (aggregated ClusterRoles after a CRD came and went, a
+    namespace being deleted, kube-root-ca.crt and default ServiceAccounts written again after a lab
+    reset) must not count against the run measured next."""
+    import time
+    deadline = time.monotonic() + limit
+    while True:
+        revision = etcd_revision(lab)
+        time.sleep(settle)
+        if not etcd_changes_since(lab, revision) or time.monotonic() > deadline:
+            return revision
+
+
 def etcd_changes_since(lab, revision: int) -> list[str]:
     """Keys written or deleted after ``revision``, other than BACKGROUND_KEYS (from etcd's own history)."""
     import threading
@@ -192,3 +208,18 @@ def etcd_changes_since(lab, revision: int) -> list[str]:
             done.wait(10)
             raw.cancel_watch(watch_id)
     return sorted(set(changed))
+
+
+@contextlib.contextmanager
+def demo_namespace(api, prefix: str, *, replicas: int = 1, requests: dict | None = None):
+    """A confirmed plan on a fresh namespace holding the demo Deployment "web", cleaned up afterwards.
+    The name is random, not counted: two modules' counters once made the same namespace."""
+    from kubebook.autoscaling import demo
+    from kubebook.plan import Plan
+    namespace = f"{prefix}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    plan = Plan(target=namespace, kind="namespace", confirm=namespace, cluster=api, log=lambda _: None)
+    try:
+        demo.ensure_demo(plan, namespace, "web", replicas=replicas, requests=requests, timeout=60)
+        yield plan, namespace
+    finally:
+        plan.cleanup()

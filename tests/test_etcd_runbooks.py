@@ -4,12 +4,11 @@ writes put back what was there, and the outputs say where etcd's settings came f
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 from kubernetes import client
 
-from conftest import etcd_changes_since, etcd_revision
+from conftest import etcd_changes_since, etcd_quiet_revision
 from kubebook import etcd, runner
 from kubebook.errors import RunbookFailed
 from kubebook.objects import Ref
@@ -18,18 +17,6 @@ from kubebook.waits import wait_deleted
 pytestmark = pytest.mark.lab
 
 ETCD_BOOKS = [b for b in runner.discover() if b.topic == "etcd"]
-
-
-def _quiet_revision(lab, *, settle: float = 2.0, limit: float = 60.0) -> int:
-    """etcd's revision once nothing but background keys changed for ``settle`` seconds: controllers
-    finishing work that earlier tests started (aggregated ClusterRoles after a CRD came and went, a
-    namespace being deleted) must not count against the run measured next."""
-    deadline = time.monotonic() + limit
-    while True:
-        revision = etcd_revision(lab)
-        time.sleep(settle)
-        if not etcd_changes_since(lab, revision) or time.monotonic() > deadline:
-            return revision
 
 
 def _outputs(result_or_path) -> str:
@@ -45,7 +32,7 @@ def test_a_dry_run_writes_nothing_to_etcd(lab, tmp_path, book):
         with etcd.Etcd(**lab.etcd_params()) as client_:
             from kubebook.etcd import snapshot
             values["snapshot"] = snapshot.save(client_, tmp_path / "snaps", progress=False).path
-    revision = _quiet_revision(lab)
+    revision = etcd_quiet_revision(lab)
     result = runner.run(book, values, output_dir=tmp_path, progress=False)
     assert etcd_changes_since(lab, revision) == [], f"{book.id} wrote to etcd in a dry run"
     if "confirm" in book.parameters:
@@ -68,7 +55,7 @@ def test_the_demo_writes_put_back_the_values_they_replaced(lab, tmp_path):
 
 
 def test_demo_keys_under_registry_are_refused_before_any_write(lab, tmp_path):
-    revision = _quiet_revision(lab)
+    revision = etcd_quiet_revision(lab)
     with pytest.raises(RunbookFailed, match="overwrite Kubernetes"):
         runner.run(runner.find("etcd/operations"), {"lab": lab.name, "confirm": "k8s-master",
                                                     "demo_prefix": "/registry/configmaps/default/"},
@@ -98,7 +85,7 @@ def test_a_rehearsal_refuses_a_namespace_somebody_else_made(lab, api, tmp_path, 
 
 def test_a_rehearsal_outside_a_lab_is_refused_and_changes_nothing(lab, api, tmp_path):
     book = runner.find("etcd/stuck-namespace")
-    revision = _quiet_revision(lab)
+    revision = etcd_quiet_revision(lab)
     with pytest.raises(RunbookFailed, match="has never been started"):
         runner.run(book, {"lab": "nonexistent", "rehearse": True, "namespace": "kubebook-stuck-x",
                           "confirm": "kubebook-stuck-x"}, output_dir=tmp_path, progress=False)
