@@ -8,7 +8,6 @@ run, and cleans up with it (the session lab is shared).
 """
 from __future__ import annotations
 
-import contextlib
 import itertools
 import os
 
@@ -16,6 +15,7 @@ import pytest
 from kubernetes import client
 
 from kubebook import ownership
+from conftest import demo_namespace
 from kubebook.autoscaling import demo, hpa, metrics, scale
 from kubebook.objects import Ref, objects
 from kubebook.plan import Plan
@@ -43,15 +43,8 @@ def run_id(monkeypatch):
     return run
 
 
-@contextlib.contextmanager
 def scratch(api, *, replicas: int = 1, requests: dict | None = None):
-    namespace = f"autoscale-{os.getpid()}-{next(_names)}"
-    plan = Plan(target=namespace, kind="namespace", confirm=namespace, cluster=api, log=lambda _: None)
-    try:
-        demo.ensure_demo(plan, namespace, "web", replicas=replicas, requests=requests, timeout=60)
-        yield plan, namespace
-    finally:
-        plan.cleanup()
+    return demo_namespace(api, "autoscale", replicas=replicas, requests=requests)
 
 
 def test_scale_out_and_in_with_a_watched_timeline(api, run_id):

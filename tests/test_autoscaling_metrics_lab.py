@@ -6,7 +6,6 @@ The add-on is started for this module and stopped at its end (if it was not runn
 """
 from __future__ import annotations
 
-import contextlib
 import itertools
 import os
 
@@ -15,7 +14,8 @@ from kubernetes import client
 
 from kubebook import ownership, safety
 from kubebook.auth import tokens
-from kubebook.autoscaling import demo, hpa, metrics
+from conftest import demo_namespace
+from kubebook.autoscaling import hpa, metrics
 from kubebook.plan import Plan
 from kubebook.waits import WaitBlocked
 
@@ -48,15 +48,8 @@ def run_id(monkeypatch):
     return run
 
 
-@contextlib.contextmanager
 def scratch(api, *, replicas: int = 1, requests: dict | None = None):
-    namespace = f"metrics-{os.getpid()}-{next(_names)}"
-    plan = Plan(target=namespace, kind="namespace", confirm=namespace, cluster=api, log=lambda _: None)
-    try:
-        demo.ensure_demo(plan, namespace, "web", replicas=replicas, requests=requests, timeout=60)
-        yield plan, namespace
-    finally:
-        plan.cleanup()
+    return demo_namespace(api, "metrics", replicas=replicas, requests=requests)
 
 
 def test_metrics_addon_serves_top_nodes(lab, api, metrics_addon):
