@@ -171,26 +171,33 @@ def wait_deleted(api: client.ApiClient, ref, *, timeout: float = 120.0, held: fl
     return "gone"
 
 
-HELD_SECONDS = 15.0  # a finalizer that holds an object this long is not about to finish by itself
+HELD_SECONDS = 15.0  # a finalizer that holds an unchanging object this long is not about to finish by itself
 
 
 def _held_by_finalizers(ref, patience: float) -> Callable[[dict[str, dict]], str | None]:
-    """A diagnosis for a deletion: the object is marked deleted but finalizers keep it, for long enough
-    that whoever owns them is not finishing (its controller is stuck, missing, or waits on something)."""
+    """A diagnosis for a deletion: the object is marked deleted and finalizers keep it, and nothing has
+    changed on it for ``patience`` seconds, so whoever owns them is not finishing (its controller is
+    stuck, missing, or waits on something). Patience counts from the last change seen, not from the
+    deletion: a namespace controller still removing Pods on a loaded machine rewrites the namespace's
+    conditions as the content goes, and is working, not stuck."""
+    import datetime as dt
+    last_seen: dict[str, float] = {}  # resourceVersion -> when this wait first saw it
+
     def why(objects: dict[str, dict]) -> str | None:
         obj = objects.get(ref.name) or {}
         meta = obj.get("metadata") or {}
         finalizers = meta.get("finalizers") or (obj.get("spec") or {}).get("finalizers") or []
         if not meta.get("deletionTimestamp") or not finalizers:
             return None
-        import datetime as dt
         since = dt.datetime.fromisoformat(meta["deletionTimestamp"].replace("Z", "+00:00"))
         held = (dt.datetime.now(dt.timezone.utc) - since).total_seconds()
-        if held < patience:
+        unchanged = time.monotonic() - last_seen.setdefault(meta.get("resourceVersion", ""), time.monotonic())
+        if held < patience or unchanged < patience:
             return None
         conditions = [f"{c.get('type')}: {c.get('message')}" for c in (obj.get("status") or {}).get("conditions") or []
                       if c.get("status") == "True" and c.get("message")]
-        return (f"{ref} was deleted {held:.0f}s ago but finalizers {', '.join(finalizers)} still hold it"
+        return (f"{ref} was deleted {held:.0f}s ago and finalizers {', '.join(finalizers)} still hold it, "
+                f"unchanged for {unchanged:.0f}s"
                 + (f" ({'; '.join(conditions)[:300]})" if conditions else "")
                 + "; the controller that owns them is not finishing: see etcd/stuck-namespace for a namespace")
     return why

@@ -184,6 +184,56 @@ def test_a_deletion_held_by_a_finalizer_says_so_instead_of_timing_out(api, names
         core.patch_namespaced_service_account("held", namespace, {"metadata": {"finalizers": None}})
 
 
+def test_a_deletion_whose_finalizer_is_still_working_is_waited_for(api, namespace):
+    """Held by a finalizer, but changing (as a namespace does while its controller removes the
+    content): the wait does not call that stuck, however long ago the deletion was."""
+    import threading
+    import time
+    from kubebook.waits import wait_deleted
+    core = client.CoreV1Api(api)
+    core.create_namespaced_service_account(namespace, {"metadata": {"name": "busy",
+                                                                    "finalizers": ["kubebook.io/test-hold"]}})
+    core.delete_namespaced_service_account("busy", namespace)
+
+    def owner_at_work():  # changes the object for 5 s (each change under the 1 s patience), then lets go
+        for step in range(20):
+            core.patch_namespaced_service_account("busy", namespace, {"metadata": {"labels": {"step": str(step)}}})
+            time.sleep(0.25)
+        core.patch_namespaced_service_account("busy", namespace, {"metadata": {"finalizers": None}})
+    worker = threading.Thread(target=owner_at_work, daemon=True)
+    worker.start()
+    try:
+        assert wait_deleted(api, Ref("ServiceAccount", "busy", namespace), timeout=60, held=1) == "gone"
+    finally:
+        worker.join(30)
+
+
+def test_a_clean_up_step_that_fails_does_not_stop_the_others(api, namespace, run, monkeypatch):
+    """A deletion held by a finalizer fails its step; the clean-up still deletes the rest and puts back
+    what the run changed, then raises that step's failure (once it stopped at the first one, leaving a
+    node cordoned behind a namespace stuck in deletion)."""
+    from kubebook import waits
+    from kubebook.plan import StepFailed
+    monkeypatch.setattr(waits, "HELD_SECONDS", 1.0)
+    core = client.CoreV1Api(api)
+    core.create_namespaced_config_map(namespace, {"metadata": {"name": "theirs"}, "data": {"a": "1"}})
+    run()
+    plan = _plan(namespace, api)
+    plan.apply({"kind": "ConfigMap", "metadata": {"name": "theirs"}, "data": {"a": "changed"}}, namespace)
+    plan.create({"kind": "ConfigMap", "metadata": {"name": "plain"}}, namespace)
+    plan.create({"kind": "ServiceAccount", "metadata": {"name": "held", "finalizers": ["kubebook.io/test-hold"]}},
+                namespace)
+    try:
+        with pytest.raises(StepFailed, match="clean-up-serviceaccount-held"):
+            plan.cleanup()
+        names = {c.metadata.name for c in core.list_namespaced_config_map(namespace).items}
+        assert "plain" not in names, "the step after the failed one was not run"
+        assert core.read_namespaced_config_map("theirs", namespace).data == {"a": "1"}
+        assert plan.table().set_index("step").loc["clean-up-serviceaccount-held", "status"] == "failed"
+    finally:
+        core.patch_namespaced_service_account("held", namespace, {"metadata": {"finalizers": None}})
+
+
 def test_a_clean_up_within_scope_leaves_what_other_plans_of_the_run_made(api, run):
     """A widget's plan covers one namespace while the kernel's run record holds every plan's objects:
     cleanup(within_scope=True) undoes only what the plan's confirmation names."""
