@@ -386,13 +386,26 @@ class Plan:
             self.step("clean-up", f"leave {left} object(s) as they are (undo later: kubebook cleanup {record.run})"
                       + "".join(f"; not done: {d[0]}" for d in self.cleanups.values()))
             return self.objects()
+        # Every undo step is tried even when one fails (a namespace stuck in deletion must not leave a
+        # node cordoned); the first failure is raised at the end, and the table shows each step's status.
+        failures: list[StepFailed] = []
+
+        def attempt(undo: Callable[[], Any]) -> None:
+            try:
+                undo()
+            except StepFailed as exc:
+                failures.append(exc)
         for name, (description, action, command, touches) in reversed(list(self.cleanups.items())):
-            self.step(name, description, action, command=command, touches=touches)
+            attempt(lambda: self.step(name, description, action, command=command, touches=touches))
         for ref in reversed([r for r in record.created if mine(r)]):
-            self.delete(ref, step=f"clean-up-{ref.kind.lower()}-{ref.name}")
+            attempt(lambda: self.delete(ref, step=f"clean-up-{ref.kind.lower()}-{ref.name}"))
         for change in list(record.changed.values()):
             if change.restore and mine(change.ref):
-                self.restore(change)
+                attempt(lambda: self.restore(change))
+        if failures:
+            if len(failures) > 1:
+                self.log(f"clean-up: {len(failures)} steps failed: {', '.join(f.step for f in failures)}")
+            raise failures[0]
         if self.acting and not within_scope:
             record.cleaned = True
             record.save()
