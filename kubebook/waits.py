@@ -172,6 +172,10 @@ def wait_deleted(api: client.ApiClient, ref, *, timeout: float = 120.0, held: fl
 
 
 HELD_SECONDS = 15.0  # a finalizer that holds an unchanging object this long is not about to finish by itself
+# The garbage collector owns these two; after an apiserver restart or a CRD removed it first rediscovers the
+# API's resources, which kube-controller-manager has it do every 30 s: twice that before calling it stuck.
+GARBAGE_COLLECTOR_FINALIZERS = ("foregroundDeletion", "orphan")
+GARBAGE_COLLECTOR_SECONDS = 60.0
 
 
 def _held_by_finalizers(ref, patience: float) -> Callable[[dict[str, dict]], str | None]:
@@ -192,7 +196,10 @@ def _held_by_finalizers(ref, patience: float) -> Callable[[dict[str, dict]], str
         since = dt.datetime.fromisoformat(meta["deletionTimestamp"].replace("Z", "+00:00"))
         held = (dt.datetime.now(dt.timezone.utc) - since).total_seconds()
         unchanged = time.monotonic() - last_seen.setdefault(meta.get("resourceVersion", ""), time.monotonic())
-        if held < patience or unchanged < patience:
+        wait = patience
+        if set(finalizers) <= set(GARBAGE_COLLECTOR_FINALIZERS):
+            wait = max(patience, GARBAGE_COLLECTOR_SECONDS)
+        if held < wait or unchanged < wait:
             return None
         conditions = [f"{c.get('type')}: {c.get('message')}" for c in (obj.get("status") or {}).get("conditions") or []
                       if c.get("status") == "True" and c.get("message")]
