@@ -24,13 +24,16 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.xdist_group(item.module.__name__))
 
 
+@pytest.hookimpl(optionalhook=True)  # an xdist hook: without xdist there is nothing to check
 def pytest_xdist_node_collection_finished(node, ids):
     """Under ``--dist loadgroup`` each id a worker collected must end in its group (the hook above
     gives every test one), since xdist sends a group to one worker by that suffix. Where xdist cannot
     write it (pytest 9.2 with xdist 3.8: pytest-xdist#1386) the grouping is lost silently and every
     worker sets up the same module fixtures again: stop instead."""
+    if node.config.getvalue("dist") != "loadgroup":
+        return
     lost = [nodeid for nodeid in ids if "@" not in nodeid.rpartition("]")[2]]
-    if node.config.getvalue("dist") == "loadgroup" and lost:
+    if lost:
         pytest.exit(f"pytest-xdist lost the test groups ({len(lost)} tests, first {lost[0]}; pytest-xdist#1386): "
                     "`make setup` installs the pytest the test extra pins", returncode=4)
 

@@ -13,7 +13,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from kubebook import etcd, kubeconfig, lab as labs, process
+from kubebook import etcd, kubeconfig, lab as labs, ports, process
 from kubebook.connect import api_client
 from kubebook.waits import wait_for
 
@@ -312,13 +312,6 @@ def test_status_shows_the_memory_of_each_component(lab):
     assert all(0 < row["anon_mib"] <= row["rss_mib"] and 0 < row["pss_mib"] <= row["rss_mib"] for row in usage.values())
 
 
-def _free_loopback_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_start_up_pages_are_released_and_the_component_keeps_serving(lab, tmp_path):
     """On an etcd run from a private copy of its binary: the kernel leaves alone the pages other
     processes map too, and under parallel tests other labs run the very same binaries, so the lab's
@@ -330,7 +323,9 @@ def test_start_up_pages_are_released_and_the_component_keeps_serving(lab, tmp_pa
     shutil.copy(lab.bin("etcd"), binary)
     with open(binary, "rb+") as f:  # clean pages only: the kernel does not page out a dirty file page
         os.fsync(f.fileno())
-    client_url, peer_url = (f"http://127.0.0.1:{_free_loopback_port()}" for _ in range(2))
+    client_port = ports.free_loopback_port()
+    client_url, peer_url = (f"http://{ports.LOOPBACK}:{port}"
+                            for port in (client_port, ports.free_loopback_port(avoid=[client_port])))
     command = [binary, "--data-dir", tmp_path / "data", "--listen-client-urls", client_url,
                "--advertise-client-urls", client_url, "--listen-peer-urls", peer_url,
                "--initial-advertise-peer-urls", peer_url, "--initial-cluster", f"default={peer_url}"]
