@@ -195,6 +195,19 @@ class Notebook:
                 [...r.querySelectorAll('td')].map((d, i) => [head[i], d.textContent.trim()])));
         }""")
 
+    def wait_rows(self, check, *, what: str, timeout: float = 60,
+                  css: str = "table.kubebook-table") -> list[dict[str, str]]:
+        """The table's rows once ``check(rows)`` holds on one rendering of it. A live board redraws as its
+        watches catch up, so a condition on several rows must hold on the same redraw, not row by row."""
+        deadline = time.monotonic() + timeout
+        while True:
+            rows = self.table_rows(css)
+            if check(rows):
+                return rows
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{what}: not shown within {timeout:g} s; the table shows {rows}")
+            self.page.wait_for_timeout(250)
+
     def wait_text(self, text: str | re.Pattern, *, timeout: float = 60, selector: str = ".jupyter-widgets") -> None:
         from playwright.sync_api import expect
         expect(self.widget(selector).filter(has_text=text).first).to_be_visible(timeout=timeout * 1000)

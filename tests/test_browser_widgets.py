@@ -135,12 +135,12 @@ def test_node_board_taint_moves_pods(open_notebook, api, board_workload):
              and sum(1 for p in pods.values() if (p.get("status") or {}).get("phase") == "Running") == 4,
              namespace=namespace, timeout=120, what=f"the demo's Pods evicted from {node} and running elsewhere")
     assert {"key": "drunk", "value": "true", "effect": "NoExecute"} in nodes.node_state(api, [node])[node]["taints"]
-    nb.page.wait_for_function(
-        """([node, ns]) => [...document.querySelectorAll('.jupyter-widgets table.kubebook-table tbody tr')].some(r =>
-              r.cells[0].textContent.trim() === node && r.textContent.includes('drunk=true:NoExecute')
-              && !r.textContent.includes(ns + '/'))""", arg=[node, namespace], timeout=60_000)
-    rows = {r["node"]: r for r in nb.table_rows()}
-    assert sum(int(rows[n]["pods"].split(" /")[0]) for n in rows if n != node) >= 4
+    def moved(table):  # the tainted node empty of the demo, its four Pods counted on the other nodes
+        rows = {r["node"]: r for r in table}
+        tainted = " ".join(rows.get(node, {}).values())
+        return ("drunk=true:NoExecute" in tainted and f"{namespace}/" not in tainted
+                and sum(int(rows[n]["pods"].split(" /")[0]) for n in rows if n != node) >= 4)
+    nb.wait_rows(moved, what=f"the board showing {node} tainted and the demo's Pods on the other nodes")
     nb.screenshot("node-board-after-taint")
 
     nb.dropdown("change", "put back as before")
@@ -149,10 +149,8 @@ def test_node_board_taint_moves_pods(open_notebook, api, board_workload):
     nb.click(f"Confirm on node {node}")
     wait_for(api, "nodes", lambda ns: nodes.node_state(api, [node]) == {node: before[node]}, timeout=60,
              what=f"node {node} as it was before the board's change")
-    nb.page.wait_for_function(
-        """(node) => [...document.querySelectorAll('.jupyter-widgets table.kubebook-table tbody tr')].some(r =>
-              r.cells[0].textContent.trim() === node && !r.textContent.includes('drunk=true:NoExecute'))""",
-        arg=node, timeout=60_000)
+    nb.wait_rows(lambda table: any(r["node"] == node and "drunk=true:NoExecute" not in " ".join(r.values())
+                                   for r in table), what=f"the board showing {node} without the taint")
 
 
 # ---- access matrix ---------------------------------------------------------------------------
