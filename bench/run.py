@@ -25,6 +25,7 @@ BENCHMARKS = {
     "lab_memory": ([], ["--idle", "20", "--labs", "2"]),
     "namespace_recovery": ([], ["--objects", "200"]),
     "access_matrix": ([], ["--subjects", "5", "--resources", "5", "--verbs", "4", "--rounds", "1"]),
+    "run_records": ([], ["--saves", "50", "--rounds", "1"]),
     "why_pending": ([], ["--nodes", "10", "--pods", "600", "--running", "100", "--runs", "2"]),
 }
 

@@ -14,6 +14,7 @@ together with the local outputs those runs wrote.
 from __future__ import annotations
 
 import contextlib
+import copy
 import contextvars
 import datetime as dt
 import json
@@ -216,24 +217,48 @@ def update(rec: RunRecord, **changes: Any) -> RunRecord:
 
 
 # ---- reading ------------------------------------------------------------------------------------
-def all_records() -> list[RunRecord]:
-    """Every readable record, oldest first by start time."""
-    directory = paths.runs_root()
-    if not directory.is_dir():
+# Records already read by this process, by path, with the file's (inode, mtime, size) then.
+# Every save applies retention, which lists the directory: a scheduler or a test that runs
+# thousands of times would otherwise parse every record again on each run (measured: 95 ms a run
+# with 2,150 records on disk). kubebook replaces a record (write_private renames a new file over
+# it), so a changed file has a new inode, which the directory listing gives without a stat; a
+# record that is returned is also stat'ed, for an edit made in place.
+_read: dict[str, tuple[tuple[int, int, int], RunRecord]] = {}
+
+
+def _stamp(entry: os.DirEntry) -> tuple[int, int, int]:
+    st = entry.stat()
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
+def all_records(*, runbook: str = "") -> list[RunRecord]:
+    """Every readable record (of ``runbook``, if given), oldest first by start time. Each is a copy:
+    setting its fields does not change what the next call returns."""
+    try:
+        entries = [e for e in os.scandir(paths.runs_root()) if e.name.endswith(".json")]
+    except (FileNotFoundError, NotADirectoryError):
         return []
     found = []
-    for path in directory.glob("*.json"):
+    for entry in entries:
         try:
-            found.append(RunRecord.from_file(path))
+            known = _read.get(entry.path)
+            if known is not None and known[0][0] == entry.inode() and (
+                    (runbook and known[1].runbook != runbook) or known[0] == _stamp(entry)):
+                rec = known[1]
+            else:
+                stamp = _stamp(entry)
+                rec = RunRecord.from_file(Path(entry.path))
+                _read[entry.path] = (stamp, rec)
         except (ValueError, TypeError, OSError):
+            _read.pop(entry.path, None)
             continue  # a file that is not a record (or half of one) is not a run
+        if not runbook or rec.runbook == runbook:
+            found.append(copy.copy(rec))
     return sorted(found, key=lambda r: (r.started, r.id))
 
 
 def select(*, runbook: str = "", target: str = "", failed: bool = False, status: str = "") -> list[RunRecord]:
-    out = all_records()
-    if runbook:
-        out = [r for r in out if r.runbook == runbook.removesuffix(".ipynb")]
+    out = all_records(runbook=runbook.removesuffix(".ipynb"))
     if target:
         out = [r for r in out if r.target == target]
     if failed:
@@ -291,6 +316,7 @@ def prune(runbook: str, *, keep: int) -> list[str]:
             if output and "://" not in output:
                 Path(output).unlink(missing_ok=True)
         Path(rec.path).unlink(missing_ok=True)
+        _read.pop(rec.path, None)
     return [r.id for r in old]
 
 

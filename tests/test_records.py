@@ -105,3 +105,28 @@ def test_cli_runs_keep_prunes_now(books, tmp_path, capsys):
     assert cli.main(["runs", "--keep", "1"]) == 0
     assert "demo/table: removed 2 record(s)" in capsys.readouterr().out
     assert len(records.select(runbook="demo/table")) == 1
+
+
+def test_records_read_again_reflect_every_change_on_disk(books, tmp_path):
+    """Reading records again (every save does, for retention) shows each file as it is now: one
+    kubebook rewrote, one edited in place, one that is no longer a record; and a caller changing a
+    record it was given does not change what the next read returns."""
+    for n in range(3):
+        runner.run(runner.find("demo/table"), {}, output_dir=tmp_path / "out", progress=False,
+                   timestamp=f"2020010{n + 1}-000000")
+    rewritten, edited, broken = records.select(runbook="demo/table")
+    records.update(rewritten, status="drift")
+    with open(edited.path, "r+") as fh:  # same inode, new content
+        data = json.load(fh)
+        data["target"] = "context edited-by-hand-and-longer"
+        fh.seek(0)
+        fh.write(json.dumps(data))
+        fh.truncate()
+    with open(broken.path, "w") as fh:
+        fh.write("{ half a record")
+    given = records.all_records()
+    assert [(r.id, r.status, r.target) for r in given] == [
+        (rewritten.id, "drift", rewritten.target), (edited.id, "ok", "context edited-by-hand-and-longer")]
+    given[0].status = "changed by a caller"
+    assert records.find(rewritten.id).status == "drift"
+    assert records.select(runbook="demo/fail") == [] and len(records.select(runbook="demo/table")) == 2
