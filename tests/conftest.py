@@ -52,6 +52,26 @@ def _state_of_this_session(tmp_path_factory):
     yield
 
 
+def new_run_identity(monkeypatch) -> str:
+    """Make what follows another run, as a new kernel or ``kubebook run`` would be (kubebook.ownership)."""
+    from kubebook import ownership
+    run_id = f"test-{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv(ownership.RUN_ID_ENV, run_id)
+    return run_id
+
+
+@pytest.fixture
+def run(monkeypatch, tmp_path):
+    """The test is a run of its own, as each JupyterLab kernel and each ``kubebook run`` is: a fresh
+    run identity, and its backups and ownership records under ``tmp_path/state`` (the labs stay in
+    the shared root, where each lab looks for the ports the others hold). Returns ``tmp_path``."""
+    from kubebook import paths
+    monkeypatch.setenv("KUBEBOOK_LAB_ROOT", str(paths.labs_root()))
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    new_run_identity(monkeypatch)
+    return tmp_path
+
+
 @pytest.fixture(scope="session")
 def lab():
     """A running lab (3 nodes) for the whole session, removed afterwards.

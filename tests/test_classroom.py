@@ -217,15 +217,6 @@ def test_widget_runbooks_under_papermill_end_with_a_static_table(lab, tmp_path, 
 
 
 # ---- the widgets' changes on the lab: only what they made is removed, what they changed is put back
-@pytest.fixture
-def run(monkeypatch, tmp_path):
-    """A run of its own (records and backups under tmp_path), as each JupyterLab kernel is."""
-    from kubebook import ownership, paths
-    monkeypatch.setenv("KUBEBOOK_LAB_ROOT", str(paths.labs_root()))  # the labs stay where they are
-    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
-    monkeypatch.setenv(ownership.RUN_ID_ENV, f"test-{uuid.uuid4().hex[:8]}")
-
-
 def acting(api, target: str, kind: str, also=()):
     from kubebook.plan import Plan
     scope = Plan(target=target, kind=kind, also=also, cluster=api, log=lambda m: None).confirm_text

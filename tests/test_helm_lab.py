@@ -23,16 +23,6 @@ CHART = helm.CHARTS / "eladmin-web"
 
 
 @pytest.fixture
-def run(monkeypatch, tmp_path):
-    """A run of its own: its record and backups under ``tmp_path`` (the labs stay where they are)."""
-    from kubebook import paths
-    monkeypatch.setenv("KUBEBOOK_LAB_ROOT", str(paths.labs_root()))
-    monkeypatch.setenv("KUBEBOOK_RUN_ID", f"test-helm-{uuid.uuid4().hex[:8]}")
-    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
-    return tmp_path
-
-
-@pytest.fixture
 def namespace(api):
     """A namespace for one test, deleted afterwards with whatever helm left in it."""
     name = f"helm-t-{uuid.uuid4().hex[:6]}"

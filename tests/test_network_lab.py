@@ -23,16 +23,6 @@ CIDRS = ["10.244.1.0/24", "10.244.2.0/24"]
 
 
 @pytest.fixture
-def run(monkeypatch, tmp_path):
-    """A run of its own: its record and backups under ``tmp_path`` (the labs stay where they are)."""
-    from kubebook import paths
-    monkeypatch.setenv("KUBEBOOK_LAB_ROOT", str(paths.labs_root()))
-    monkeypatch.setenv("KUBEBOOK_RUN_ID", f"test-net-{uuid.uuid4().hex[:8]}")
-    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
-    return tmp_path
-
-
-@pytest.fixture
 def netlab(tmp_path):
     """An empty lab with a name of its own and a confirmed plan, deleted afterwards whatever the test did."""
     with netns.temporary(f"t{os.getpid() % 100000}", root=tmp_path) as lab_and_plan:

@@ -10,6 +10,7 @@ import uuid
 import pytest
 from kubernetes import client
 
+from conftest import new_run_identity
 from kubebook import ownership, paths, waits
 from kubebook.objects import Ref, objects
 from kubebook.plan import Plan, StepFailed
@@ -26,16 +27,9 @@ def namespace(api):
 
 
 @pytest.fixture
-def run(monkeypatch, tmp_path):
-    """A fresh run identity (and state directory for records and backups) per call."""
-    monkeypatch.setenv("KUBEBOOK_LAB_ROOT", str(paths.labs_root()))  # the labs stay where they are
-    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
-
-    def new() -> str:
-        run_id = f"test-{uuid.uuid4().hex[:8]}"
-        monkeypatch.setenv(ownership.RUN_ID_ENV, run_id)
-        return run_id
-    return new
+def run(run, monkeypatch):
+    """Calling it starts another run (a fresh identity), as a second kernel would; returns its id."""
+    return lambda: new_run_identity(monkeypatch)
 
 
 def _deployment(name: str, replicas: int, image: str) -> dict:

@@ -14,28 +14,20 @@ import uuid
 import pytest
 from kubernetes import client
 
-from kubebook import ownership, paths
+from kubebook import ownership
 from kubebook.objects import Ref
 from kubebook.plan import Plan, StepFailed
 from kubebook.scheduling import drain, nodes, pending, workloads
 from kubebook.scheduling.explain import Snapshot, check_rows, scheduler_summary, summary
 from kubebook.waits import WaitBlocked, wait_for
 
-pytestmark = pytest.mark.lab
+pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("run")]  # each test a run of its own (conftest.run)
 
 NODES = ["k8s-master", "k8s-slave1", "k8s-slave2"]
 SLAVES = {"k8s-slave1", "k8s-slave2"}
 _names = itertools.count()
 OWN = "only the node it is bound to"  # explained after the fact, its twins now occupy the other nodes
 AGREE = "no fixed answer"  # depends on where the scheduler put the others; only the agreement is checked
-
-
-@pytest.fixture(autouse=True)
-def run(monkeypatch, tmp_path):
-    """Each test is its own run: a fresh run identity, records and backups under tmp_path."""
-    monkeypatch.setenv("KUBEBOOK_LAB_ROOT", str(paths.labs_root()))  # the labs stay where they are
-    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
-    monkeypatch.setenv(ownership.RUN_ID_ENV, f"test-{uuid.uuid4().hex[:8]}")
 
 
 def acting(api, target: str, kind: str, also=()) -> Plan:

@@ -17,12 +17,11 @@ import pytest
 from kubernetes import client
 
 from kubebook import lab as labs
-from kubebook import ownership, paths
 from kubebook.plan import Plan, StepFailed
 from kubebook.scheduling import drain, workloads
 from kubebook.waits import WaitBlocked, wait_for
 
-pytestmark = pytest.mark.lab
+pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("run")]  # each test a run of its own (conftest.run)
 
 NODE = "k8s-slave2"
 RESUME = "run the drain again to resume"
@@ -38,13 +37,6 @@ def fault_lab():
 @pytest.fixture
 def api(fault_lab):
     return fault_lab.api_client()
-
-
-@pytest.fixture(autouse=True)
-def run(monkeypatch, tmp_path):
-    monkeypatch.setenv("KUBEBOOK_LAB_ROOT", str(paths.labs_root()))  # the labs stay where they are
-    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
-    monkeypatch.setenv(ownership.RUN_ID_ENV, f"test-{uuid.uuid4().hex[:8]}")
 
 
 @pytest.fixture
