@@ -117,6 +117,7 @@ COUNTS: dict[str, int] = {}
 NOTED: dict[str, set] = {}  # distinct things seen (parameters tried), merged across workers
 RUNBOOK_SECONDS: dict[str, float] = {}  # each runbook's run in tests/test_runbooks.py
 MODULE_SECONDS: dict[str, float] = {}  # set-up, call and tear-down of each test module's tests
+WORKER_SECONDS: dict[str, float] = {}  # the same per xdist worker: the suite's wall time is its busiest worker's
 
 
 def count(name: str, n: int = 1) -> None:
@@ -147,6 +148,9 @@ def pytest_runtest_logreport(report):
     """Under xdist the controller sees every worker's reports here (and prints the summary)."""
     module = report.nodeid.split("::")[0]
     MODULE_SECONDS[module] = MODULE_SECONDS.get(module, 0.0) + report.duration
+    worker = getattr(getattr(report, "node", None), "gateway", None)
+    worker = worker.id if worker is not None else "main"
+    WORKER_SECONDS[worker] = WORKER_SECONDS.get(worker, 0.0) + report.duration
 
 
 def put_nodes_back(api, before: dict[str, dict]) -> None:
@@ -171,6 +175,8 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.write_sep("-", "seconds per test module (set-up + call + tear-down, all workers)")
         for module, seconds in slowest:
             terminalreporter.write_line(f"{seconds:8.1f}  {module}")
+        terminalreporter.write_line("busy seconds per worker: " + ", ".join(
+            f"{worker} {seconds:.0f}" for worker, seconds in sorted(WORKER_SECONDS.items())))
     if RUNBOOK_SECONDS:
         terminalreporter.write_sep("-", "seconds per runbook (confirmed on the lab, tests/test_runbooks.py)")
         for book, seconds in sorted(RUNBOOK_SECONDS.items(), key=lambda kv: -kv[1]):
