@@ -94,7 +94,7 @@ def test_a_missing_request_is_diagnosed(api, metrics_addon, run_id):
         metrics.pod_metrics_ready(api, namespace, "app=web", timeout=60)
         body = hpa.hpa_body("web", memory=None)
         hpa.apply_hpa(plan, namespace, body)
-        # it takes a new HPA up within one sync period (15 s); the reason comes with that first sync
+        # it takes a new HPA up within one sync period (5 s on the lab); the reason comes with that first sync
         with pytest.raises(Exception, match="missing request for cpu") as caught:
             hpa.wait_active(plan, namespace, body["metadata"]["name"], timeout=15 + DIAGNOSIS_DEADLINE)
         assert isinstance(caught.value.cause, WaitBlocked)

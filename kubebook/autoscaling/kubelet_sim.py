@@ -129,7 +129,7 @@ def serve(api: client.ApiClient, port: int, *, host: str = "127.0.0.1") -> Threa
             self.end_headers()
             self.wfile.write(data)
 
-        def log_message(self, *args):  # scrapes every 15 s per node: keep the log quiet
+        def log_message(self, *args):  # a scrape every 10 s per node (METRIC_RESOLUTION): keep the log quiet
             pass
 
     server = ThreadingHTTPServer((host, port), Handler)

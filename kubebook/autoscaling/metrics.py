@@ -53,7 +53,7 @@ SERVICE = ("kube-system", "metrics-server")
 USER = "kubebook:metrics-server"
 PATH_ANNOTATION = "metrics.k8s.io/resource-metrics-path"
 LABELS = {"app.kubernetes.io/managed-by": "kubebook", "kubebook.io/addon": "metrics-server"}
-METRIC_RESOLUTION = "15s"
+METRIC_RESOLUTION = "10s"  # metrics-server's shortest (its default is 60s)
 
 
 class MetricsUnavailable(KubebookError):
