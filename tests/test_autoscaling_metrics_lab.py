@@ -131,3 +131,27 @@ def test_stop_removes_the_registration_and_the_process(lab, api, metrics_addon):
                    for n in client.CoreV1Api(api).list_node().items)
     assert metrics.stop_metrics_server(lab, log=lambda _: None) == "not running"
     assert "does not exist" in metrics.blocked(api)
+
+
+def test_an_add_on_that_exits_is_said_within_seconds_and_leaves_nothing(lab, api, monkeypatch):
+    """metrics-server refusing its flags (here a resolution not above the kubelet request timeout)
+    ends the start at once with metrics-server's own error, instead of the 120 s wait for an
+    APIService nobody serves; and the registration is removed (a dangling APIService fails
+    discovery, which holds every namespace deletion)."""
+    import time
+    was_running = metrics.addon_state(lab) is not None
+    if was_running:
+        metrics.stop_metrics_server(lab, log=lambda _: None)
+    monkeypatch.setattr(metrics, "KUBELET_REQUEST_TIMEOUT", metrics.METRIC_RESOLUTION)
+    started = time.monotonic()
+    try:
+        with pytest.raises(WaitBlocked, match=r"exited: Error: metric-resolution should be larger than "
+                                              r"kubelet-request-timeout.*were removed again"):
+            metrics.start_metrics_server(lab, timeout=120, log=lambda _: None)
+        assert time.monotonic() - started < DIAGNOSIS_DEADLINE
+        assert metrics.apiservice(api).loc[0, "available"] == "not registered"
+        assert metrics.addon_state(lab) is None
+    finally:
+        monkeypatch.undo()
+        if was_running:
+            metrics.start_metrics_server(lab, timeout=120, log=lambda _: None)

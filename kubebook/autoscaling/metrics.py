@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import time
 import urllib.request
@@ -53,7 +54,8 @@ SERVICE = ("kube-system", "metrics-server")
 USER = "kubebook:metrics-server"
 PATH_ANNOTATION = "metrics.k8s.io/resource-metrics-path"
 LABELS = {"app.kubernetes.io/managed-by": "kubebook", "kubebook.io/addon": "metrics-server"}
-METRIC_RESOLUTION = "10s"  # metrics-server's shortest (its default is 60s)
+METRIC_RESOLUTION = "10s"  # metrics-server's default is 60s
+KUBELET_REQUEST_TIMEOUT = "5s"  # must stay below METRIC_RESOLUTION
 
 
 class MetricsUnavailable(KubebookError):
@@ -175,10 +177,28 @@ def start_metrics_server(lab, *, timeout: float = 120, log=print) -> dict:
         state = _spawn(lab, log)
     _annotate_nodes(api)
     _register(api, state["port"])
-    wait_available(api, timeout=timeout)
+    try:
+        wait_available(api, timeout=timeout, gone=lambda: _addon_exited(state))
+    except WaitBlocked as exc:
+        # an APIService with nothing behind it fails discovery, which stalls every namespace deletion
+        stop_metrics_server(lab, log=log)
+        raise WaitBlocked(f"{exc}; its APIService, Service, RBAC and node annotations were removed again") from None
     wait_node_metrics(api, timeout=timeout)
     log(f"[metrics-server] {APISERVICE} Available; node metrics served")
     return state
+
+
+def _addon_exited(state: dict) -> str | None:
+    """Why the add-on process is gone, from the last line of its log; None while it runs."""
+    if process.Record(state["pid"], state["start_time"]).alive():
+        return None
+    try:
+        lines = [l.strip() for l in Path(state["log"]).read_text(errors="replace").splitlines() if l.strip()]
+    except OSError:
+        lines = []
+    said = next((l for l in reversed(lines) if re.match(r"(Error:|[EF]\d{4} )", l)), "")  # its own or klog's
+    return (f"the metrics add-on (pid {state['pid']}) exited" + (f": {safety.mask_text(said)[:300]}" if said else "")
+            + f"; its log: {state['log']}")
 
 
 def _spawn(lab, log) -> dict:
@@ -202,7 +222,9 @@ def _spawn(lab, log) -> dict:
              "--kubelet-preferred-address-types=InternalIP", f"--kubelet-port={sim_port}",
              # the simulated endpoint speaks plain HTTP on loopback; a real kubelet needs TLS
              # (upstream: --kubelet-insecure-tls when its serving certificate is self-signed)
-             "--deprecated-kubelet-completely-insecure", f"--metric-resolution={METRIC_RESOLUTION}"]
+             "--deprecated-kubelet-completely-insecure", f"--metric-resolution={METRIC_RESOLUTION}",
+             # metrics-server refuses a resolution not above this timeout (default 10s); the endpoint is on loopback
+             f"--kubelet-request-timeout={KUBELET_REQUEST_TIMEOUT}"]
     command = [sys.executable, "-m", "kubebook.autoscaling.addon", f"--kubeconfig={conf}",
                f"--sim-port={sim_port}", f"--metrics-server={binaries.ensure_tool('metrics-server')}",
                f"--watch-pid={apiserver.pid}", f"--watch-start={apiserver.start_time}", "--", *flags]
@@ -272,12 +294,16 @@ def is_available(api: client.ApiClient) -> bool:
     return apiservice(api).loc[0, "available"] == "True"
 
 
-def wait_available(api: client.ApiClient, *, timeout: float = 120) -> None:
-    """Watch the APIService until its Available condition is True."""
+def wait_available(api: client.ApiClient, *, timeout: float = 120, gone=lambda: None) -> None:
+    """Watch the APIService until its Available condition is True. ``gone()`` is asked every few
+    seconds: a reason it returns (the server behind the APIService has exited) ends the wait at once."""
     reg = client.ApiregistrationV1Api(api)
     deadline = time.monotonic() + timeout
     selector = f"metadata.name={APISERVICE}"
     while time.monotonic() < deadline:
+        reason = gone()
+        if reason:
+            raise WaitBlocked(f"APIService {APISERVICE} cannot become Available: {reason}")
         listing = reg.list_api_service(field_selector=selector)
         if any(_available(api.sanitize_for_serialization(a)) for a in listing.items):
             return
@@ -285,7 +311,7 @@ def wait_available(api: client.ApiClient, *, timeout: float = 120) -> None:
         try:
             for event in w.stream(reg.list_api_service, field_selector=selector,
                                   resource_version=listing.metadata.resource_version,
-                                  timeout_seconds=max(1, int(deadline - time.monotonic()))):
+                                  timeout_seconds=max(1, min(3, int(deadline - time.monotonic())))):
                 if _available(api.sanitize_for_serialization(event["object"])):
                     return
         except ApiException as exc:
