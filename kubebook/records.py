@@ -222,22 +222,27 @@ def update(rec: RunRecord, **changes: Any) -> RunRecord:
 # thousands of times would otherwise parse every record again on each run (measured: 95 ms a run
 # with 2,150 records on disk). kubebook replaces a record (write_private renames a new file over
 # it), so a changed file has a new inode, which the directory listing gives without a stat; a
-# record that is returned is also stat'ed, for an edit made in place.
+# record that is returned is also stat'ed, for an edit made in place. The inode kept is the
+# listing's (on overlayfs it can differ from stat's), so the two are always compared like for like.
 _read: dict[str, tuple[tuple[int, int, int], RunRecord]] = {}
 
 
 def _stamp(entry: os.DirEntry) -> tuple[int, int, int]:
     st = entry.stat()
-    return st.st_ino, st.st_mtime_ns, st.st_size
+    return entry.inode(), st.st_mtime_ns, st.st_size
 
 
 def all_records(*, runbook: str = "") -> list[RunRecord]:
     """Every readable record (of ``runbook``, if given), oldest first by start time. Each is a copy:
     setting its fields does not change what the next call returns."""
+    directory = paths.runs_root()
     try:
-        entries = [e for e in os.scandir(paths.runs_root()) if e.name.endswith(".json")]
+        entries = [e for e in os.scandir(directory) if e.name.endswith(".json")]
     except (FileNotFoundError, NotADirectoryError):
         return []
+    listed = {e.path for e in entries}
+    for gone in [p for p in _read if os.path.dirname(p) == str(directory) and p not in listed]:
+        del _read[gone]  # removed by another process (its retention, or by hand)
     found = []
     for entry in entries:
         try:
