@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -9,6 +10,10 @@ import sys
 from .errors import KubebookError, RunbookFailed
 
 
+# Built once a process: callers in-process (a notebook, the adversarial suite's thousands of refused
+# runs) would otherwise spend most of a refusal building it again. parse_args does not change it,
+# and the handlers only read the list defaults it hands out.
+@functools.cache
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="kubebook", description="Jupyter runbooks for Kubernetes operations.")
     sub = p.add_subparsers(dest="command", required=True)
