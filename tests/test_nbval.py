@@ -28,9 +28,6 @@ NOT_ON_THE_LAB = {
                      "leave behind",
     "etcd/new-machine-restore": f"with its defaults it restores the newest snapshot in {_HOST_SNAPSHOTS}: its "
                                 "outcome would depend on what that host directory holds",
-    "etcd/full-restore": "its dry run restores the newest snapshot in the lab's directory, which other tests fill "
-                         "or not in whatever order they run (it failed under nbval both with and without one taken "
-                         "first; cause not yet found)",
 }
 # Runbooks that stop with an error when run with their defaults on the classroom's lab, and why. Each
 # is expected to fail here (xfail); one that runs again fails the test until it is taken off the list.
