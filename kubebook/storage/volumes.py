@@ -249,8 +249,8 @@ def wait_bound(plan: Plan, namespace: str, name: str, *, timeout: float = 90) ->
     """:func:`claim_bound` as a wait step of ``plan``: the bound claim, None in a dry run.
 
     The PV controller binds a claim when it syncs it: on every change of the claim, else at its
-    periodic pass (15 s by default, 5 s on a kubebook lab). When it looked too early (a PV it had not seen yet in its cache) the claim
-    waits for that pass; so if a claim this run created is still unbound after ``NUDGE_AFTER``
+    periodic pass (15 s by default, 5 s on a kubebook lab). When it looked too early (a PV it had
+    not seen yet in its cache) the claim waits for that pass; so if a claim this run created is still unbound after ``NUDGE_AFTER``
     seconds, the wait annotates it (``kubebook.io/looked-at``), which makes the controller look at
     once. Someone else's claim is never touched."""
     ref = Ref("PersistentVolumeClaim", name, namespace)
@@ -271,7 +271,8 @@ def wait_bound(plan: Plan, namespace: str, name: str, *, timeout: float = 90) ->
 
 def wait_available(plan: Plan, name: str, *, timeout: float = 90) -> str | None:
     """Wait until the PV controller has seen the new PV (Available): a claim naming it before that
-    waits for the controller's next resync (up to 15 s by default, 5 s on a kubebook lab) instead of binding at once."""
+    waits for the controller's next resync (up to 15 s by default, 5 s on a kubebook lab) instead
+    of binding at once."""
     def act() -> str:
         wait_volume_phase(plan.api, name, ("Available", "Bound"), timeout=timeout)
         return f"PV {name} Available"
