@@ -230,17 +230,41 @@ def etcd_revision(lab) -> int:
         return client.revision()
 
 
+def until_pods_refused(api, namespace: str, message: str, *, timeout: float = 20.0, what: str = "") -> None:
+    """Wait until admission refuses a Pod in ``namespace`` with ``message``, asked by a server-side dry-run
+    create (nothing is stored): admission is not watchable, and a new webhook configuration or quota
+    takes the apiserver a moment to apply."""
+    import time
+    from kubernetes import client
+    probe = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "admission-probe"},
+             "spec": {"containers": [{"name": "c", "image": "nginx"}]}}
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            client.CoreV1Api(api).create_namespaced_pod(namespace, probe, dry_run="All")
+        except client.exceptions.ApiException as exc:
+            if message in (exc.body or ""):
+                return
+        time.sleep(0.2)
+    raise TimeoutError(f"{what or 'admission'} did not refuse a Pod in {namespace} within {timeout:.0f}s")
+
+
 def etcd_quiet_revision(lab, *, settle: float = 2.0, limit: float = 60.0) -> int:
     """etcd's revision once nothing but background keys changed for ``settle`` seconds: controllers
     finishing work that earlier tests started (aggregated ClusterRoles after a CRD came and went, a
     namespace being deleted, kube-root-ca.crt and default ServiceAccounts written again after a lab
     reset) must not count against the run measured next."""
     import time
+    from kubernetes import client
+    core = client.CoreV1Api(lab.api_client())
     deadline = time.monotonic() + limit
     while True:
         revision = etcd_revision(lab)
         time.sleep(settle)
-        if not etcd_changes_since(lab, revision) or time.monotonic() > deadline:
+        # a namespace deletion can pause longer than ``settle`` between its writes (the namespace
+        # controller discovers every resource type first), so a Terminating namespace is not quiet
+        terminating = any(ns.status.phase == "Terminating" for ns in core.list_namespace().items)
+        if (not terminating and not etcd_changes_since(lab, revision)) or time.monotonic() > deadline:
             return revision
 
 

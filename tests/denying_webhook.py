@@ -18,6 +18,8 @@ from typing import Iterator
 
 from kubernetes import client
 
+from conftest import until_pods_refused
+
 from kubebook import pki
 
 MESSAGE = "kubebook test webhook: Pods are not allowed in this namespace"
@@ -66,27 +68,10 @@ def refusing_pods(api, namespace: str, name: str = "kubebook-test-deny-pods") ->
                                      "resources": ["pods"], "scope": "Namespaced"}],
                           "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}}]})
         try:
-            _until_refused(api, namespace)
+            # the apiserver picks a new configuration up within a second or so
+            until_pods_refused(api, namespace, MESSAGE, what="the test webhook")
             yield MESSAGE
         finally:
             admission.delete_validating_webhook_configuration(name)
             server.shutdown()
             server.server_close()
-
-
-def _until_refused(api, namespace: str, timeout: float = 20) -> None:
-    """Wait until the apiserver calls the webhook (it picks new configurations up within a second or so):
-    a server-side dry-run Pod create in the namespace is refused."""
-    import time
-    from kubernetes.client.exceptions import ApiException
-    probe = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "webhook-probe"},
-             "spec": {"containers": [{"name": "c", "image": "nginx"}]}}
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            client.CoreV1Api(api).create_namespaced_pod(namespace, probe, dry_run="All")
-        except ApiException as exc:
-            if MESSAGE in (exc.body or ""):
-                return
-        time.sleep(0.2)
-    raise TimeoutError("the test webhook was never called")

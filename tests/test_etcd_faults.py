@@ -21,6 +21,7 @@ import pytest
 from kubernetes import client
 
 import etcd_plans
+from conftest import until_pods_refused
 from kubebook import connect, etcd, lab as labs
 from kubebook.etcd import decode, recover, rehearsal, snapshot, stuck_namespace
 from kubebook.objects import clean
@@ -294,22 +295,6 @@ def test_an_unavailable_apiservice_under_a_stuck_namespace_is_named_within_secon
     assert set(done["status"]) == {"done"}
 
 
-def _until_the_quota_refuses_pods(core: client.CoreV1Api, namespace: str, timeout: float = 30.0) -> None:
-    """Quota admission is eventually consistent: until the apiserver's quota informer has the new
-    quota (and the quota controller its usage), a Pod may still be admitted; and the namespace's
-    earlier "no quota here" answer is kept for 30 s. A server-side dry run asks admission itself."""
-    probe = {"metadata": {"name": "quota-probe"}, "spec": {"containers": [{"name": "c", "image": "nginx:1.27"}]}}
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            core.create_namespaced_pod(namespace, probe, dry_run="All")
-        except client.exceptions.ApiException as exc:
-            if exc.status == 403 and "exceeded quota" in (exc.body or ""):
-                return
-        assert time.monotonic() < deadline, f"the quota in {namespace} did not refuse a Pod within {timeout:.0f}s"
-        time.sleep(0.2)
-
-
 def test_a_replica_set_refused_pods_is_named_within_seconds(fault_lab, api):
     deployment = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
                   "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}},
@@ -324,7 +309,9 @@ def test_a_replica_set_refused_pods_is_named_within_seconds(fault_lab, api):
         if item.kind == "Namespace":
             core.create_namespaced_resource_quota("diag-quota", {"metadata": {"name": "no-pods"},
                                                                  "spec": {"hard": {"pods": "0"}}})
-            _until_the_quota_refuses_pods(core, "diag-quota")
+            # quota admission is eventually consistent (the apiserver's quota informer, and its cached
+            # "no quota here" answer from the Pods made before the snapshot): wait until it refuses
+            until_pods_refused(api, "diag-quota", "exceeded quota", timeout=30, what="the quota")
     plan = _plan_for(fault_lab, "diag-quota")
     items = recover.compare_snapshot(api, taken, "diag-quota")
     recover.restore(plan, items, on_applied=quota_once_the_namespace_is_back)
